@@ -1,0 +1,48 @@
+from setuptools import find_packages, setup
+
+# dagster core 1.13.N pairs with its libraries 0.29.N and each library pins core exactly;
+# unpinned, pip backtracks to a 2021 dagster-postgres. Move these four together.
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="xmas_pipeline",
+    version="0.1.0",
+    description="A holiday lead-nurture email campaign run by Dagster, with Notion as the CRM.",
+    packages=find_packages(exclude=["xmas_pipeline_tests", "xmas_pipeline_tests.*"]),
+    package_data={"xmas_pipeline": ["campaign/files/*.yaml", "campaign/files/templates/*/*"]},
+    include_package_data=True,
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-graphql=={DAGSTER}",
+        "notion-client>=3.1,<4",
+        "pandas>=2.2",
+        "requests>=2.32",
+        "pydantic[email]>=2.7",
+        "pyyaml>=6",
+        # SQLAlchemy Core for the local store (SQLite by default, Postgres by URL).
+        "sqlalchemy>=2.0",
+        # Intake: FastAPI on uvicorn; standardwebhooks verifies the website's signatures.
+        "fastapi>=0.110",
+        "uvicorn>=0.30",
+        "python-multipart>=0.0.9",
+        "standardwebhooks>=1.0",
+        # Templates: sandboxed, autoescaped Jinja2.
+        "jinja2>=3.1",
+        "httpx>=0.27",
+    ],
+    extras_require={
+        "postgres": [f"dagster-postgres=={DAGSTER_LIBS}", "psycopg2-binary>=2.9"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "aiosmtpd>=1.4.6",
+            "trustme>=1.1",
+            "psycopg2-binary>=2.9",
+            f"dagster-postgres=={DAGSTER_LIBS}",
+        ],
+    },
+    entry_points={"console_scripts": ["xmas=xmas_pipeline.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""CRM backends behind one protocol: ``local`` (the local database is the CRM) and ``notion``."""

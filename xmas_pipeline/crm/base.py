@@ -1,0 +1,125 @@
+"""What the pipeline needs from a CRM, and the records it exchanges with one.
+
+The local database mirrors the CRM (``store.mirror``). Enrollment reads from that mirror and writes
+through the CRM, so a Notion-backed signup costs one contact write and one sequence create.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterator, Protocol
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class ContactRecord(BaseModel):
+    email: str
+    first_name: str
+    business_name: str | None = None
+    segment: str | None = None
+    assessment_score: float | None = None
+    campaign_status: str | None = None  # Notion "Christmas Campaign Status"
+    booking_status: str | None = None  # Notion "Booking Status"; Booked/Completed ends the sequence
+    crm_id: str | None = None
+    edited_at: dt.datetime | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class SequenceRecord(BaseModel):
+    sequence_key: str  # deterministic from (email, campaign); also the create's client key
+    email: str
+    campaign: str
+    first_name: str
+    business_name: str | None = None
+    segment: str
+    assessment_score: float | None = None
+    red_systems: int = 0
+    orange_systems: int = 0
+    yellow_systems: int = 0
+    green_systems: int = 0
+    signup_at: dt.datetime  # the timetable's anchor
+    steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)  # "Email N Sent" dates in the CRM
+    completed: bool = False
+    crm_id: str | None = None
+    edited_at: dt.datetime | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class SequenceUpdate(BaseModel):
+    """A coalesced write-back for one sequence page: every step sent in a run, in one call."""
+
+    sequence_key: str
+    crm_id: str | None
+    steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)
+    completed: bool | None = None
+
+
+class TemplateRecord(BaseModel):
+    name: str
+    subject: str
+    html: str
+    text: str | None = None
+    active: bool = True
+    edited_at: dt.datetime | None = None
+
+
+class SchemaProblem(BaseModel):
+    database: str
+    property: str
+    problem: str  # "missing" or "is <type>, expected <type>"
+
+    def __str__(self) -> str:
+        return f"{self.database}: property {self.property!r} {self.problem}"
+
+
+class CRMSchemaError(RuntimeError):
+    """The CRM's databases do not have the properties the pipeline writes; nothing was written."""
+
+    def __init__(self, problems: list[SchemaProblem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"The CRM schema does not match what the pipeline writes ({len(problems)} problem(s)):\n{lines}\n"
+            "Fix the properties in Notion (or map their names in the campaign file's notion_properties), "
+            "then run `xmas notion check`."
+        )
+
+
+class CRM(Protocol):
+    name: str
+
+    def check_schema(self) -> list[SchemaProblem]:
+        """Every missing or mistyped property across the CRM's databases, in one list."""
+        ...
+
+    def save_contact(self, contact: ContactRecord) -> ContactRecord:
+        """Create the contact, or update it in place when ``contact.crm_id`` is known. Returns it with crm_id."""
+        ...
+
+    def create_sequence(self, sequence: SequenceRecord) -> SequenceRecord:
+        """Create the sequence row; safe to repeat (keyed on ``sequence_key``). Returns it with crm_id."""
+        ...
+
+    def update_sequences(self, updates: list[SequenceUpdate]) -> None:
+        """Write back "Email N Sent" dates and completion: at most one call per sequence."""
+        ...
+
+    def contacts_changed_since(self, since: dt.datetime | None) -> Iterator[ContactRecord]:
+        """Contacts edited at or after ``since`` (all when None), for the mirror."""
+        ...
+
+    def sequences_changed_since(self, since: dt.datetime | None, campaign: str) -> Iterator[SequenceRecord]:
+        """This campaign's sequences edited at or after ``since`` (all when None), for the mirror."""
+        ...
+
+    def templates(self) -> list[TemplateRecord]:
+        """Email templates kept in the CRM (Notion's templates database); [] when it keeps none."""
+        ...

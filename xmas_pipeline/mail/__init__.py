@@ -1,0 +1,1 @@
+"""Building messages and handing them to a mail provider."""

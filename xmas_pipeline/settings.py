@@ -1,0 +1,160 @@
+"""Environment → typed settings. The only module that reads os.environ."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, Field, field_validator
+
+from xmas_pipeline.campaign.clock import Clock, parse_instant
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CAMPAIGN_FILE = Path(__file__).resolve().parent / "campaign" / "files" / "christmas-2026.yaml"
+NOTION_API_URL = "https://api.notion.com"
+RESEND_API_URL = "https://api.resend.com"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what to set."""
+
+
+class Settings(BaseModel):
+    home: Path
+    database_url: str
+    campaign_file: Path = DEFAULT_CAMPAIGN_FILE
+    now: dt.datetime | None = None
+    day_seconds: int = Field(default=86400, ge=1)
+    delivery_cron: str = "*/15 * * * *"
+    sensor_interval_s: int = Field(default=5, ge=1)
+
+    crm: Literal["local", "notion"] = "local"
+    notion_token: str | None = None
+    notion_contacts_db: str | None = None
+    notion_sequences_db: str | None = None
+    notion_templates_db: str | None = None
+    notion_api_url: str = NOTION_API_URL
+    notion_rate: float = Field(default=3.0, gt=0)
+
+    mailer: Literal["outbox", "smtp", "resend"] = "outbox"
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
+    resend_api_key: str | None = None
+    resend_api_url: str = RESEND_API_URL
+    resend_webhook_secret: str | None = None
+
+    webhook_secret: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    unsubscribe_secret: str
+
+    @field_validator("public_url", "notion_api_url", "resend_api_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(pinned=self.now, day_seconds=self.day_seconds)
+
+    def require_notion(self) -> None:
+        missing = [
+            name
+            for name, value in [
+                ("NOTION_TOKEN", self.notion_token),
+                ("XMAS_NOTION_CONTACTS_DB", self.notion_contacts_db),
+                ("XMAS_NOTION_SEQUENCES_DB", self.notion_sequences_db),
+                ("XMAS_NOTION_TEMPLATES_DB", self.notion_templates_db),
+            ]
+            if not value
+        ]
+        if missing:
+            raise SettingsError(
+                f"XMAS_CRM=notion needs {', '.join(missing)}. Create the databases with "
+                "`xmas notion init --parent-page ID` and export the ids it prints."
+            )
+
+
+def _secret_file(home: Path, name: str) -> str:
+    """A per-installation random secret kept in XMAS_HOME, so links survive restarts without setup."""
+    path = home / name
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value)
+    os.replace(tmp, path)
+    return path.read_text().strip()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every XMAS_* (and NOTION_TOKEN, RESEND_*) variable; raise SettingsError naming a bad one."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    home = Path(get("XMAS_HOME") or PROJECT_ROOT / ".xmas").expanduser().resolve()
+    now = None
+    if get("XMAS_NOW"):
+        try:
+            now = parse_instant(get("XMAS_NOW"))
+        except ValueError as exc:
+            raise SettingsError(f"XMAS_NOW: {exc}") from exc
+
+    def number(name: str, kind=int):
+        raw = get(name)
+        if raw is None:
+            return None
+        try:
+            return kind(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is not a number") from exc
+
+    values = {
+        "home": home,
+        "database_url": get("XMAS_DATABASE_URL") or f"sqlite:///{home / 'xmas.db'}",
+        "campaign_file": Path(get("XMAS_CAMPAIGN_FILE") or DEFAULT_CAMPAIGN_FILE),
+        "now": now,
+        "day_seconds": number("XMAS_DAY_SECONDS"),
+        "delivery_cron": get("XMAS_DELIVERY_CRON"),
+        "sensor_interval_s": number("XMAS_SENSOR_INTERVAL"),
+        "crm": get("XMAS_CRM"),
+        "notion_token": get("NOTION_TOKEN"),
+        "notion_contacts_db": get("XMAS_NOTION_CONTACTS_DB"),
+        "notion_sequences_db": get("XMAS_NOTION_SEQUENCES_DB"),
+        "notion_templates_db": get("XMAS_NOTION_TEMPLATES_DB"),
+        "notion_api_url": get("XMAS_NOTION_API_URL"),
+        "notion_rate": number("XMAS_NOTION_RATE", float),
+        "mailer": get("XMAS_MAILER"),
+        "smtp_host": get("XMAS_SMTP_HOST"),
+        "smtp_port": number("XMAS_SMTP_PORT"),
+        "smtp_user": get("XMAS_SMTP_USER"),
+        "smtp_password": get("XMAS_SMTP_PASSWORD"),
+        "smtp_tls": get("XMAS_SMTP_TLS"),
+        "resend_api_key": get("RESEND_API_KEY"),
+        "resend_api_url": get("XMAS_RESEND_API_URL"),
+        "resend_webhook_secret": get("RESEND_WEBHOOK_SECRET"),
+        "webhook_secret": get("XMAS_WEBHOOK_SECRET"),
+        "public_url": get("XMAS_PUBLIC_URL"),
+        "unsubscribe_secret": get("XMAS_UNSUBSCRIBE_SECRET") or _secret_file(home, "unsubscribe.secret"),
+    }
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Local durable state: the inbound queue, the CRM mirror, the delivery ledger, suppressions, consent."""

@@ -1,0 +1,73 @@
+"""Connecting to the local database and keeping its tables current, with no manual setup step."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from xmas_pipeline.store.schema import metadata
+
+_engines: dict[str, sa.Engine] = {}
+_ready: set[str] = set()
+_lock = threading.Lock()
+
+
+def _on_sqlite_connect(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the intake write while runs read; FULL makes every commit survive power loss.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def engine_for(url: str) -> sa.Engine:
+    """One engine per URL per process, with the schema created or upgraded on first use."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                path = sa.engine.make_url(url).database
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                sa.event.listen(engine, "connect", _on_sqlite_connect)
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        if url not in _ready:
+            upgrade_schema(engine)
+            _ready.add(url)
+        return engine
+
+
+def upgrade_schema(engine: sa.Engine) -> None:
+    """Create missing tables, then add columns that newer code expects (additive changes only)."""
+    metadata.create_all(engine, checkfirst=True)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    ddl = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+
+
+def reset_for_tests(url: str) -> sa.Engine:
+    """Drop and recreate every table (tests only)."""
+    engine = engine_for(url)
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    return engine
+
+
+def dispose_all() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _ready.clear()

@@ -1,0 +1,155 @@
+"""Every table of the local database, in one place (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, hands back aware UTC: SQLite keeps no offsets, and naive times are bugs here."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} reached the database; attach a timezone")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+inbound_events = sa.Table(
+    "inbound_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(400), nullable=False, unique=True),
+    sa.Column("kind", sa.String(40), nullable=False),  # "signup"
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the body as received, unknown fields included
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("user_agent", sa.String(512)),
+    # pending -> dispatched -> done; on error -> retry (backoff) ... -> dead
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # failed tries since (re)play
+    sa.Column("dispatches", sa.Integer, nullable=False, default=0),  # never reset: makes each run_key new
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("dispatched_at", UTCDateTime),
+    sa.Column("run_key", sa.String(200)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("done_at", UTCDateTime),
+    sa.Index("ix_inbound_status", "status"),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),  # lower-cased
+    sa.Column("first_name", sa.String(200), nullable=False),
+    sa.Column("business_name", sa.String(300)),
+    sa.Column("segment", sa.String(16)),
+    sa.Column("assessment_score", sa.Float),
+    sa.Column("campaign_status", sa.String(60)),
+    sa.Column("booking_status", sa.String(60)),
+    sa.Column("crm_id", sa.String(64)),
+    sa.Column("edited_at", UTCDateTime),  # the CRM's last edit, when it tells us
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+sequences = sa.Table(
+    "sequences",
+    metadata,
+    sa.Column("sequence_key", sa.String(64), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("campaign", sa.String(120), nullable=False),
+    sa.Column("first_name", sa.String(200), nullable=False),
+    sa.Column("business_name", sa.String(300)),
+    sa.Column("segment", sa.String(16), nullable=False),
+    sa.Column("assessment_score", sa.Float),
+    sa.Column("red_systems", sa.Integer, nullable=False, default=0),
+    sa.Column("orange_systems", sa.Integer, nullable=False, default=0),
+    sa.Column("yellow_systems", sa.Integer, nullable=False, default=0),
+    sa.Column("green_systems", sa.Integer, nullable=False, default=0),
+    sa.Column("signup_at", UTCDateTime, nullable=False),  # timetable anchor
+    sa.Column("status", sa.String(16), nullable=False, default="active"),
+    sa.Column("exit_reason", sa.String(200)),
+    sa.Column("profile", sa.Text),  # JSON SignupProfile: the personalisation the templates use
+    sa.Column("crm_id", sa.String(64)),
+    sa.Column("edited_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("email", "campaign", name="uq_sequence_email_campaign"),
+)
+
+# The delivery ledger: the system of record for "was step N of this sequence sent".
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sequence_key", sa.String(64), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    # claimed -> sent | failed (retryable) | skipped (final) ; external = sent by someone else
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("claim_token", sa.String(64)),
+    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("batch_key", sa.String(200)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("message", sa.Text),  # the rendered message as JSON, frozen at claim so a resume resends it verbatim
+    sa.Column("subject", sa.String(500)),
+    sa.Column("provider", sa.String(20)),
+    sa.Column("provider_id", sa.String(200)),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("crm_synced", sa.Boolean, nullable=False, default=False),
+    sa.Column("event", sa.String(20)),  # delivered / bounced / complained (provider webhooks)
+    sa.Column("event_at", UTCDateTime),
+    sa.Column("run_id", sa.String(64)),
+    sa.UniqueConstraint("sequence_key", "step", name="uq_delivery_sequence_step"),
+    sa.Index("ix_deliveries_status", "status"),
+    sa.Index("ix_deliveries_email", "email"),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),
+    sa.Column("reason", sa.String(40), nullable=False),  # unsubscribed / bounced / complained / manual
+    sa.Column("source", sa.String(200)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False, index=True),
+    sa.Column("campaign", sa.String(120), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # express (CASL: opt-in by positive action)
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("consented_at", UTCDateTime, nullable=False),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("user_agent", sa.String(512)),
+    sa.Column("event_id", sa.Integer),
+    sa.Column("withdrawn_at", UTCDateTime),
+    sa.UniqueConstraint("email", "campaign", name="uq_consent_email_campaign"),
+)
+
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("value", sa.String(80)),
+)

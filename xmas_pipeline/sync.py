@@ -1,0 +1,65 @@
+"""Use case: pull what changed in the CRM into the local mirror (incremental, overlapping, de-duplicated)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.crm.base import CRM
+from xmas_pipeline.store import ledger, mirror
+from xmas_pipeline.store.ledger import Due
+
+# Notion rounds edit times down to the minute, so a cursor must look back past that rounding.
+OVERLAP = dt.timedelta(minutes=2)
+
+
+@dataclass
+class SyncReport:
+    fetched: int = 0
+    full: bool = False
+    disagreements: list[str] = field(default_factory=list)
+
+
+def _since(engine: sa.Engine, name: str, full: bool) -> dt.datetime | None:
+    raw = None if full else mirror.get_cursor(engine, name)
+    return dt.datetime.fromisoformat(raw) - OVERLAP if raw else None
+
+
+def _advance(engine: sa.Engine, name: str, stamps: list[dt.datetime | None]) -> None:
+    known = [s for s in stamps if s is not None]
+    if known:
+        current = mirror.get_cursor(engine, name)
+        newest = max(known)
+        if current is None or newest > dt.datetime.fromisoformat(current):
+            mirror.set_cursor(engine, name, newest.isoformat())
+
+
+def sync_contacts(engine: sa.Engine, crm: CRM, now: dt.datetime, full: bool = False) -> SyncReport:
+    if crm.name == "local":
+        return SyncReport()  # the local tables are the CRM: nothing to pull
+    since = _since(engine, "contacts", full)
+    records = {r.email: r for r in crm.contacts_changed_since(since)}  # de-duplicate the overlap
+    mirror.upsert_contacts(engine, list(records.values()), now)
+    _advance(engine, "contacts", [r.edited_at for r in records.values()])
+    return SyncReport(fetched=len(records), full=since is None)
+
+
+def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.datetime, full: bool = False) -> SyncReport:
+    if crm.name == "local":
+        return SyncReport()
+    since = _since(engine, "sequences", full)
+    records = {r.sequence_key: r for r in crm.sequences_changed_since(since, campaign.name)}
+    mirror.upsert_sequences(engine, list(records.values()), now)
+    # A step the CRM shows sent counts as sent (the website may send email 1 itself): never send it again.
+    external = [
+        (Due(r.sequence_key, step, r.email, r.signup_at), sent_at, "crm")
+        for r in records.values()
+        for step, sent_at in r.steps_sent.items()
+        if 1 <= step <= len(campaign.steps)
+    ]
+    disagreements = ledger.record_external(engine, external) if external else []
+    _advance(engine, "sequences", [r.edited_at for r in records.values()])
+    return SyncReport(fetched=len(records), full=since is None, disagreements=disagreements)
