@@ -1,0 +1,27 @@
+"""The one Definitions object: backends are picked from settings (environment variables)."""
+
+import dagster as dg
+
+from xmas_pipeline.campaign.loader import load_campaign
+from xmas_pipeline.orchestration.assets import build_assets
+from xmas_pipeline.orchestration.jobs import delivery_job, enroll_signups_job
+from xmas_pipeline.orchestration.resources import XmasResource
+from xmas_pipeline.orchestration.schedules import build_delivery_schedule
+from xmas_pipeline.orchestration.sensors import build_signup_sensor
+from xmas_pipeline.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings, resource: XmasResource | None = None) -> dg.Definitions:
+    campaign = load_campaign(settings.campaign_file)
+    assets = build_assets(campaign)
+    daily = delivery_job(dg.AssetSelection.assets(*assets))
+    return dg.Definitions(
+        assets=assets,
+        jobs=[enroll_signups_job, daily],
+        sensors=[build_signup_sensor(settings.sensor_interval_s)],
+        schedules=[build_delivery_schedule(daily, campaign, settings.delivery_cron)],
+        resources={"xmas": resource or XmasResource.from_settings(settings, secrets_from_env=True)},
+    )
+
+
+defs = build_definitions(load_settings())

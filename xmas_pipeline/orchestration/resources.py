@@ -1,0 +1,104 @@
+"""The pipeline's one resource: its settings, from which the use cases build their backends."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from xmas_pipeline.backends import delivery_context
+from xmas_pipeline.campaign.loader import load_campaign
+from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.delivery import DeliveryContext
+from xmas_pipeline.settings import Settings, load_settings
+from xmas_pipeline.store.db import engine_for
+
+
+class XmasResource(dg.ConfigurableResource):
+    """Where the campaign keeps its state and which CRM and mailer it talks to (see README: Configuration).
+
+    Fields hold environment variable names' values; secrets arrive as ``dg.EnvVar`` so the UI never shows them.
+    """
+
+    home: str
+    database_url: str
+    campaign_file: str
+    now: Optional[str] = None
+    day_seconds: int = 86400
+    crm: str = "local"
+    notion_token: Optional[str] = None
+    notion_contacts_db: Optional[str] = None
+    notion_sequences_db: Optional[str] = None
+    notion_templates_db: Optional[str] = None
+    notion_api_url: Optional[str] = None
+    notion_rate: float = 3.0
+    mailer: str = "outbox"
+    smtp_host: Optional[str] = None
+    smtp_port: Optional[int] = None
+    smtp_user: Optional[str] = None
+    smtp_password: Optional[str] = None
+    smtp_tls: str = "starttls"
+    resend_api_key: Optional[str] = None
+    resend_api_url: Optional[str] = None
+    public_url: str = "http://127.0.0.1:8000"
+    unsubscribe_secret: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, secrets_from_env: bool = False) -> "XmasResource":
+        values = {
+            "home": str(settings.home),
+            "database_url": settings.database_url,
+            "campaign_file": str(settings.campaign_file),
+            "now": settings.now.isoformat() if settings.now else None,
+            "day_seconds": settings.day_seconds,
+            "crm": settings.crm,
+            "notion_token": settings.notion_token,
+            "notion_contacts_db": settings.notion_contacts_db,
+            "notion_sequences_db": settings.notion_sequences_db,
+            "notion_templates_db": settings.notion_templates_db,
+            "notion_api_url": settings.notion_api_url,
+            "notion_rate": settings.notion_rate,
+            "mailer": settings.mailer,
+            "smtp_host": settings.smtp_host,
+            "smtp_port": settings.smtp_port,
+            "smtp_user": settings.smtp_user,
+            "smtp_password": settings.smtp_password,
+            "smtp_tls": settings.smtp_tls,
+            "resend_api_key": settings.resend_api_key,
+            "resend_api_url": settings.resend_api_url,
+            "public_url": settings.public_url,
+            "unsubscribe_secret": settings.unsubscribe_secret,
+        }
+        if secrets_from_env:
+            for field, var in [
+                ("notion_token", "NOTION_TOKEN"),
+                ("smtp_password", "XMAS_SMTP_PASSWORD"),
+                ("resend_api_key", "RESEND_API_KEY"),
+            ]:
+                if values[field] is not None:
+                    values[field] = dg.EnvVar(var)
+        return cls(**values)
+
+    def settings(self) -> Settings:
+        fields = {k: v for k, v in self._as_config_dict().items() if v is not None}
+        if fields.get("now"):
+            from xmas_pipeline.campaign.clock import parse_instant
+
+            fields["now"] = parse_instant(fields["now"])
+        return Settings(**fields)
+
+    def _as_config_dict(self) -> dict:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def campaign(self) -> Campaign:
+        return load_campaign(self.campaign_file)
+
+    def engine(self):
+        return engine_for(self.database_url)
+
+    def delivery(self, run_id: str | None = None) -> DeliveryContext:
+        return delivery_context(self.settings(), run_id=run_id)
+
+
+def default_resource() -> XmasResource:
+    return XmasResource.from_settings(load_settings(), secrets_from_env=True)
