@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
 from xmas_pipeline.campaign.loader import load_campaign, load_file_templates
@@ -75,4 +77,5 @@ def delivery_context(settings: Settings, run_id: str | None = None, campaign: Ca
         public_url=settings.public_url,
         unsubscribe_secret=settings.unsubscribe_secret,
         run_id=run_id,
+        lease=dt.timedelta(seconds=settings.claim_lease_s),
     )

@@ -30,6 +30,7 @@ class Settings(BaseModel):
     day_seconds: int = Field(default=86400, ge=1)
     delivery_cron: str = "*/15 * * * *"
     sensor_interval_s: int = Field(default=5, ge=1)
+    claim_lease_s: int = Field(default=300, ge=0)
 
     crm: Literal["local", "notion"] = "local"
     notion_token: str | None = None
@@ -134,6 +135,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "day_seconds": number("XMAS_DAY_SECONDS"),
         "delivery_cron": get("XMAS_DELIVERY_CRON"),
         "sensor_interval_s": number("XMAS_SENSOR_INTERVAL"),
+        "claim_lease_s": number("XMAS_CLAIM_LEASE_SECONDS"),
         "crm": get("XMAS_CRM"),
         "notion_token": get("NOTION_TOKEN"),
         "notion_contacts_db": get("XMAS_NOTION_CONTACTS_DB"),

@@ -25,6 +25,7 @@ class XmasResource(dg.ConfigurableResource):
     campaign_file: str
     now: Optional[str] = None
     day_seconds: int = 86400
+    claim_lease_s: int = 300
     crm: str = "local"
     notion_token: Optional[str] = None
     notion_contacts_db: Optional[str] = None
@@ -51,6 +52,7 @@ class XmasResource(dg.ConfigurableResource):
             "campaign_file": str(settings.campaign_file),
             "now": settings.now.isoformat() if settings.now else None,
             "day_seconds": settings.day_seconds,
+            "claim_lease_s": settings.claim_lease_s,
             "crm": settings.crm,
             "notion_token": settings.notion_token,
             "notion_contacts_db": settings.notion_contacts_db,

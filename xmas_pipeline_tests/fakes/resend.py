@@ -69,6 +69,7 @@ class ResendEmulator:
         self.daily_quota = daily_quota  # emails accepted before 429 daily_quota_exceeded; None = unlimited
         self.monthly_quota = monthly_quota
         self.delay_s = delay_s  # processing time per request (to exercise in-flight idempotency)
+        self.hold_after_accept_s = 0.0  # accept and record, then keep the client waiting (crash-window tests)
         self.sent: list[dict[str, Any]] = []
         self.requests = 0
         self.rate_limited = 0
@@ -166,6 +167,8 @@ class ResendEmulator:
             if injected is not None and not injected.after_accept:
                 raise _Reply(injected.status, injected.name, "Injected failure.")
             status, body = self._idempotent(path, headers, raw)
+            if self.hold_after_accept_s:
+                time.sleep(self.hold_after_accept_s)
             if injected is not None:
                 raise _Reply(injected.status, injected.name, "Injected failure after the email was accepted.")
             return status, body, rate_headers
