@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.tokens import sequence_number
 
 DUE_COLUMNS = ["sequence_key", "email", "segment", "step", "template", "due_at"]
 
@@ -49,42 +50,80 @@ def compute_emails_due(
     """Steps due on ``day``.
 
     Args:
-        sequences: columns sequence_key, email, segment, status, anchor_ns (UTC epoch nanoseconds).
-        finished: columns sequence_key, step: ledger rows that need no further sending
+        sequences: columns sequence_key, email, segment, status, anchor_ns (UTC epoch nanoseconds),
+            and seq_no (``tokens.sequence_number``; derived from the key when absent).
+        finished: columns sequence_key, step (and seq_no): ledger rows that need no further sending
             (sent, sent elsewhere, skipped for good).
     Returns:
         DUE_COLUMNS, sorted by due time, one row per (sequence, step).
+
+    Works on integer arrays throughout; strings are only gathered for the rows returned.
     """
     start_ns, end_ns = (_ns(b) for b in day_bounds(campaign, day))
     campaign_end_ns = _ns(campaign.end)
-    active = sequences[sequences["status"].to_numpy() == "active"]
-    anchors = active["anchor_ns"].to_numpy(dtype=np.int64)
     day_ns = np.int64(day_seconds) * np.int64(1_000_000_000)
-
-    pieces = []
-    for step in campaign.steps:  # a handful of steps; each pass is vectorized over all sequences
-        at = anchors + np.int64(round(step.day_offset * day_ns))
-        hit = (at >= start_ns) & (at < end_ns) & (at < campaign_end_ns)
-        if not hit.any():
-            continue
-        rows = active.loc[hit, ["sequence_key", "email", "segment"]].copy()
-        rows["step"] = step.number
-        rows["template"] = step.template
-        rows["due_ns"] = at[hit]
-        pieces.append(rows)
-    if not pieces:
+    offsets = np.array([round(s.day_offset * day_ns) for s in campaign.steps], dtype=np.int64)
+    if not len(sequences) or not len(offsets):
         return _empty_due()
-    due = pd.concat(pieces, ignore_index=True)
+
+    anchors = sequences["anchor_ns"].to_numpy(dtype=np.int64)
+    # Only anchors within the longest offset before the day can have a step on it.
+    window = (anchors >= start_ns - offsets.max()) & (anchors < end_ns)
+    window &= sequences["status"].to_numpy() == "active"
+    rows = np.flatnonzero(window)
+    base = anchors[rows]
+
+    pos_parts, step_parts, at_parts = [], [], []
+    for number, offset in enumerate(offsets, start=1):  # a handful of steps, each vectorized over all rows
+        at = base + offset
+        hit = (at >= start_ns) & (at < end_ns) & (at < campaign_end_ns)
+        pos_parts.append(rows[hit])
+        step_parts.append(np.full(int(hit.sum()), number, dtype=np.int64))
+        at_parts.append(at[hit])
+    pos = np.concatenate(pos_parts)
+    steps = np.concatenate(step_parts)
+    due_ns = np.concatenate(at_parts)
+    if not len(pos):
+        return _empty_due()
 
     if len(finished):
-        done = pd.MultiIndex.from_frame(finished[["sequence_key", "step"]].astype({"step": "int64"}))
-        mine = pd.MultiIndex.from_frame(due[["sequence_key", "step"]].astype({"step": "int64"}))
-        due = due[~mine.isin(done)]
+        # Anti-join on int64 codes (sequence number, step); each hit is confirmed on the full key, so a
+        # collision of two 56-bit numbers can only list a finished step, which the ledger then refuses.
+        fin_steps = finished["step"].to_numpy(dtype=np.int64)
+        done_codes = pd.Index(_numbers(finished) * 8 + fin_steps)
+        rows_of_code = np.arange(len(done_codes))
+        if not done_codes.is_unique:  # only on a number collision
+            first = ~done_codes.duplicated()
+            done_codes, rows_of_code = done_codes[first], rows_of_code[first]
+        my_codes = _numbers(sequences)[pos] * 8 + steps
+        found = done_codes.get_indexer(my_codes)
+        hits = np.flatnonzero(found >= 0)
+        finished_keys = finished["sequence_key"].to_numpy()[rows_of_code[found[hits]]]
+        my_keys = sequences["sequence_key"].to_numpy()[pos[hits]]
+        drop = np.zeros(len(pos), dtype=bool)
+        drop[hits[finished_keys == my_keys]] = True
+        pos, steps, due_ns = pos[~drop], steps[~drop], due_ns[~drop]
 
-    due = due.sort_values(["due_ns", "sequence_key", "step"], kind="stable").reset_index(drop=True)
-    due["due_at"] = pd.to_datetime(due["due_ns"], utc=True)
-    due["step"] = due["step"].astype("int64")
-    return due[DUE_COLUMNS]
+    order = np.argsort(due_ns, kind="stable")
+    pos, steps, due_ns = pos[order], steps[order], due_ns[order]
+    templates = np.array([s.template for s in campaign.steps], dtype=object)
+    return pd.DataFrame(
+        {
+            "sequence_key": sequences["sequence_key"].to_numpy()[pos],
+            "email": sequences["email"].to_numpy()[pos],
+            "segment": sequences["segment"].to_numpy()[pos],
+            "step": steps,
+            "template": templates[steps - 1],
+            "due_at": pd.DatetimeIndex(due_ns.view("datetime64[ns]")).tz_localize("UTC"),
+        }
+    )
+
+
+def _numbers(frame: pd.DataFrame) -> np.ndarray:
+    """The frame's int64 sequence numbers (stored as seq_no; derived from the key when absent)."""
+    if "seq_no" in frame.columns:
+        return frame["seq_no"].to_numpy(dtype=np.int64)
+    return np.fromiter((sequence_number(k) for k in frame["sequence_key"]), dtype=np.int64, count=len(frame))
 
 
 def _empty_due() -> pd.DataFrame:

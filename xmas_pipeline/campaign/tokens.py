@@ -13,6 +13,14 @@ def sequence_key(email: str, campaign: str) -> str:
     return digest[:32]
 
 
+def sequence_number(key: str) -> int:
+    """A 56-bit integer from the key's hash, so whole tables can be joined on int64 instead of strings.
+
+    Not unique by construction: the due computation confirms every match on the full key.
+    """
+    return int(key[:14], 16)
+
+
 def _signature(secret: str, key: str) -> str:
     mac = hmac.new(secret.encode(), f"unsubscribe:{key}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:18]).decode().rstrip("=")

@@ -18,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from xmas_pipeline.campaign.tokens import sequence_number
 from xmas_pipeline.store.schema import deliveries
 
 FINISHED = ("sent", "external", "skipped")
@@ -77,6 +78,7 @@ def claim(
                     [
                         dict(
                             sequence_key=d.sequence_key,
+                            seq_no=sequence_number(d.sequence_key),
                             step=d.step,
                             email=d.email,
                             idempotency_key=idempotency_key(d.sequence_key, d.step),
@@ -190,6 +192,7 @@ def mark_skipped(engine: sa.Engine, skips: list[tuple[Due, str]], now: dt.dateti
                 _insert(engine)
                 .values(
                     sequence_key=d.sequence_key,
+                    seq_no=sequence_number(d.sequence_key),
                     step=d.step,
                     email=d.email,
                     idempotency_key=key,
@@ -220,6 +223,7 @@ def record_external(engine: sa.Engine, items: list[tuple[Due, dt.datetime, str]]
                 _insert(engine)
                 .values(
                     sequence_key=d.sequence_key,
+                    seq_no=sequence_number(d.sequence_key),
                     step=d.step,
                     email=d.email,
                     idempotency_key=key,
@@ -246,12 +250,17 @@ def record_external(engine: sa.Engine, items: list[tuple[Due, dt.datetime, str]]
 
 
 def finished_steps(engine: sa.Engine) -> pd.DataFrame:
-    """(sequence_key, step) pairs that need no more sending."""
+    """(sequence_key, seq_no, step) of ledger rows that need no more sending."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(deliveries.c.sequence_key, deliveries.c.step).where(deliveries.c.status.in_(FINISHED))
+            sa.select(deliveries.c.sequence_key, deliveries.c.seq_no, deliveries.c.step).where(
+                deliveries.c.status.in_(FINISHED)
+            )
         ).all()
-    return pd.DataFrame(rows, columns=["sequence_key", "step"])
+    frame = pd.DataFrame(rows, columns=["sequence_key", "seq_no", "step"])
+    if frame["seq_no"].isna().any():
+        frame["seq_no"] = [sequence_number(k) for k in frame["sequence_key"]]
+    return frame.astype({"seq_no": "int64", "step": "int64"})
 
 
 def unsynced(engine: sa.Engine) -> list[sa.Row]:

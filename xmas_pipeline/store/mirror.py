@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import sqlalchemy as sa
 
+from xmas_pipeline.campaign.tokens import sequence_number
 from xmas_pipeline.crm.base import ContactRecord, SequenceRecord
 from xmas_pipeline.store.schema import contacts, sequences, sync_cursors
 
@@ -33,6 +34,7 @@ def upsert_contacts(engine: sa.Engine, records: list[ContactRecord], now: dt.dat
 
 def sequence_values(seq: SequenceRecord, now: dt.datetime, *, profile: dict | None = None) -> dict:
     values = seq.model_dump(exclude={"steps_sent", "completed"})
+    values["seq_no"] = sequence_number(seq.sequence_key)
     values["updated_at"] = now
     if profile is not None:
         values["profile"] = json.dumps(profile, default=str)
@@ -113,14 +115,24 @@ def set_status(engine: sa.Engine, keys: list[str], status: str, reason: str | No
 def sequences_frame(engine: sa.Engine, campaign: str) -> pd.DataFrame:
     """The columns the due computation needs, for one campaign."""
     q = sa.select(
-        sequences.c.sequence_key, sequences.c.email, sequences.c.segment, sequences.c.status, sequences.c.signup_at
+        sequences.c.sequence_key, sequences.c.seq_no, sequences.c.email, sequences.c.segment, sequences.c.status,
+        sequences.c.signup_at,
     ).where(sequences.c.campaign == campaign)
     with engine.connect() as conn:
         rows = conn.execute(q).all()
-    frame = pd.DataFrame(rows, columns=["sequence_key", "email", "segment", "status", "signup_at"])
+    frame = pd.DataFrame(rows, columns=["sequence_key", "seq_no", "email", "segment", "status", "signup_at"])
+    frame["seq_no"] = _seq_numbers(frame)
     stamps = pd.to_datetime(frame["signup_at"], utc=True) if len(frame) else pd.Series([], dtype="datetime64[ns, UTC]")
     frame["anchor_ns"] = stamps.astype("datetime64[ns, UTC]").astype("int64") if len(frame) else pd.Series([], dtype="int64")
     return frame.drop(columns=["signup_at"])
+
+
+def _seq_numbers(frame: pd.DataFrame) -> pd.Series:
+    """seq_no as int64, filled in for rows written before the column existed."""
+    if frame["seq_no"].isna().any():
+        frame["seq_no"] = [n if n == n and n is not None else sequence_number(k)
+                           for n, k in zip(frame["seq_no"], frame["sequence_key"])]
+    return frame["seq_no"].astype("int64")
 
 
 def counts_by(engine: sa.Engine, table: sa.Table, *columns: str) -> list[tuple]:

@@ -71,6 +71,7 @@ sequences = sa.Table(
     "sequences",
     metadata,
     sa.Column("sequence_key", sa.String(64), primary_key=True),
+    sa.Column("seq_no", sa.BigInteger),  # tokens.sequence_number(sequence_key): an int64 join key
     sa.Column("email", sa.String(320), nullable=False),
     sa.Column("campaign", sa.String(120), nullable=False),
     sa.Column("first_name", sa.String(200), nullable=False),
@@ -97,6 +98,7 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sequence_key", sa.String(64), nullable=False),
+    sa.Column("seq_no", sa.BigInteger),
     sa.Column("step", sa.Integer, nullable=False),
     sa.Column("email", sa.String(320), nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),

@@ -72,3 +72,12 @@ def test_day_bounds_follow_the_campaign_timezone_across_dst(campaign):
     start, end = day_bounds(campaign, dt.date(2026, 11, 1))  # DST ends in Toronto that night
     assert (end - start) == dt.timedelta(hours=25)
     assert start.utcoffset() == dt.timedelta(0)
+
+
+def test_a_sequence_number_collision_never_hides_a_due_step(campaign):
+    anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
+    seqs = frame([("a" * 32, "a@example.com", "URGENT", "active", anchor), ("b" * 32, "b@example.com", "URGENT", "active", anchor)])
+    seqs["seq_no"] = [7, 7]  # forced collision
+    finished = pd.DataFrame([("a" * 32, 7, 2)], columns=["sequence_key", "seq_no", "step"])
+    due = compute_emails_due(campaign, seqs, finished, dt.date(2026, 11, 7))
+    assert list(due["email"]) == ["b@example.com"]
