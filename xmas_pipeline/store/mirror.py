@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from xmas_pipeline.campaign.tokens import sequence_number
-from xmas_pipeline.crm.base import ContactRecord, SequenceRecord
+from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord
 from xmas_pipeline.store.schema import contacts, sequences, sync_cursors
 
 

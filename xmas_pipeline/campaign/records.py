@@ -1,0 +1,66 @@
+"""The records the pipeline exchanges with a CRM and keeps in its mirror (pure data, no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class ContactRecord(BaseModel):
+    email: str
+    first_name: str
+    business_name: str | None = None
+    segment: str | None = None
+    assessment_score: float | None = None
+    campaign_status: str | None = None  # Notion "Christmas Campaign Status"
+    booking_status: str | None = None  # Notion "Booking Status"; Booked/Completed ends the sequence
+    crm_id: str | None = None
+    edited_at: dt.datetime | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class SequenceRecord(BaseModel):
+    sequence_key: str  # deterministic from (email, campaign); also the create's client key
+    email: str
+    campaign: str
+    first_name: str
+    business_name: str | None = None
+    segment: str
+    assessment_score: float | None = None
+    red_systems: int = 0
+    orange_systems: int = 0
+    yellow_systems: int = 0
+    green_systems: int = 0
+    signup_at: dt.datetime  # the timetable's anchor
+    steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)  # "Email N Sent" dates in the CRM
+    completed: bool = False
+    crm_id: str | None = None
+    edited_at: dt.datetime | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class SequenceUpdate(BaseModel):
+    """A coalesced write-back for one sequence page: every step sent in a run, in one call."""
+
+    sequence_key: str
+    crm_id: str | None
+    steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)
+    completed: bool | None = None
+
+
+class TemplateRecord(BaseModel):
+    name: str
+    subject: str
+    html: str
+    text: str | None = None
+    active: bool = True
+    edited_at: dt.datetime | None = None
