@@ -13,7 +13,9 @@ from xmas_pipeline.crm.base import CRM
 from xmas_pipeline.delivery import DeliveryContext
 from xmas_pipeline.mail.base import Sender
 from xmas_pipeline.settings import Settings, SettingsError
+from xmas_pipeline.store import mirror
 from xmas_pipeline.store.db import engine_for
+from xmas_pipeline.sync import sync_templates
 
 
 def make_crm(settings: Settings, engine: sa.Engine, campaign: Campaign) -> CRM:
@@ -52,12 +54,13 @@ def make_sender(settings: Settings) -> Sender:
     return OutboxSender(settings.outbox_dir)
 
 
-def load_templates(settings: Settings, campaign: Campaign, crm: CRM) -> dict[str, TemplateSource]:
-    """The campaign's templates from files (default) or from the CRM's templates database."""
+def load_templates(settings: Settings, campaign: Campaign, engine: sa.Engine, crm: CRM) -> dict[str, TemplateSource]:
+    """The campaign's templates from files (default) or from Notion's templates database (synced first)."""
     if campaign.template_source == "notion":
+        sync_templates(engine, crm, settings.clock.now())
         return {
             t.name: TemplateSource(name=t.name, subject=t.subject, html=t.html, text=t.text or html_to_text(t.html))
-            for t in crm.templates()
+            for t in mirror.load_templates(engine)
             if t.active
         }
     return load_file_templates(campaign, settings.campaign_file)
@@ -72,7 +75,7 @@ def delivery_context(settings: Settings, run_id: str | None = None, campaign: Ca
         crm=crm,
         sender=make_sender(settings),
         campaign=campaign,
-        templates=load_templates(settings, campaign, crm),
+        load_templates=lambda: load_templates(settings, campaign, engine, crm),
         clock=settings.clock,
         public_url=settings.public_url,
         unsubscribe_secret=settings.unsubscribe_secret,

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -40,12 +41,19 @@ class DeliveryContext:
     crm: CRM
     sender: Sender
     campaign: Campaign
-    templates: dict[str, TemplateSource]
+    load_templates: Callable[[], dict[str, TemplateSource]]  # called once, on first use
     clock: Clock
     public_url: str
     unsubscribe_secret: str
     run_id: str | None = None
     lease: dt.timedelta = ledger.DEFAULT_LEASE
+    _templates: dict[str, TemplateSource] | None = field(default=None, repr=False)
+
+    @property
+    def templates(self) -> dict[str, TemplateSource]:
+        if self._templates is None:
+            self._templates = self.load_templates()
+        return self._templates
 
 
 @dataclass

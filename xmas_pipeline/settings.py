@@ -39,6 +39,7 @@ class Settings(BaseModel):
     notion_templates_db: str | None = None
     notion_api_url: str = NOTION_API_URL
     notion_rate: float = Field(default=3.0, gt=0)
+    notion_retry_base_s: float = Field(default=0.5, ge=0)
 
     mailer: Literal["outbox", "smtp", "resend"] = "outbox"
     smtp_host: str | None = None
@@ -143,6 +144,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "notion_templates_db": get("XMAS_NOTION_TEMPLATES_DB"),
         "notion_api_url": get("XMAS_NOTION_API_URL"),
         "notion_rate": number("XMAS_NOTION_RATE", float),
+        "notion_retry_base_s": number("XMAS_NOTION_RETRY_BASE", float),
         "mailer": get("XMAS_MAILER"),
         "smtp_host": get("XMAS_SMTP_HOST"),
         "smtp_port": number("XMAS_SMTP_PORT"),

@@ -41,7 +41,9 @@ def sync_contacts(engine: sa.Engine, crm: CRM, now: dt.datetime, full: bool = Fa
     if crm.name == "local":
         return SyncReport()  # the local tables are the CRM: nothing to pull
     since = _since(engine, "contacts", full)
-    records = {r.email: r for r in crm.contacts_changed_since(since)}  # de-duplicate the overlap
+    records: dict = {}
+    for record in crm.contacts_changed_since(since):  # oldest page first: it wins over later duplicates
+        records.setdefault(record.email, record)
     mirror.upsert_contacts(engine, list(records.values()), now)
     _advance(engine, "contacts", [r.edited_at for r in records.values()])
     return SyncReport(fetched=len(records), full=since is None)
@@ -51,7 +53,9 @@ def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.date
     if crm.name == "local":
         return SyncReport()
     since = _since(engine, "sequences", full)
-    records = {r.sequence_key: r for r in crm.sequences_changed_since(since, campaign.name)}
+    records: dict = {}
+    for record in crm.sequences_changed_since(since, campaign.name):
+        records.setdefault(record.sequence_key, record)
     mirror.upsert_sequences(engine, list(records.values()), now)
     # A step the CRM shows sent counts as sent (the website may send email 1 itself): never send it again.
     external = [
@@ -63,3 +67,12 @@ def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.date
     disagreements = ledger.record_external(engine, external) if external else []
     _advance(engine, "sequences", [r.edited_at for r in records.values()])
     return SyncReport(fetched=len(records), full=since is None, disagreements=disagreements)
+
+
+def sync_templates(engine: sa.Engine, crm: CRM, now: dt.datetime, full: bool = False) -> SyncReport:
+    """Templates edited in the CRM since the last sync (only the Notion templates database has any)."""
+    since = _since(engine, "templates", full)
+    records = {r.name: r for r in crm.templates_changed_since(since)}
+    mirror.upsert_templates(engine, list(records.values()), now)
+    _advance(engine, "templates", [r.edited_at for r in records.values()])
+    return SyncReport(fetched=len(records), full=since is None)

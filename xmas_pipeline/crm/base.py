@@ -65,6 +65,6 @@ class CRM(Protocol):
         """This campaign's sequences edited at or after ``since`` (all when None), for the mirror."""
         ...
 
-    def templates(self) -> list[TemplateRecord]:
-        """Email templates kept in the CRM (Notion's templates database); [] when it keeps none."""
+    def templates_changed_since(self, since: dt.datetime | None) -> Iterator[TemplateRecord]:
+        """Email templates kept in the CRM (Notion's templates database) edited since ``since``; none for local."""
         ...

@@ -60,5 +60,5 @@ class LocalCRM:
                 **fields, steps_sent=sent.get(row["sequence_key"], {}), completed=row["status"] == "completed"
             )
 
-    def templates(self) -> list[TemplateRecord]:
-        return []
+    def templates_changed_since(self, since: dt.datetime | None) -> Iterator[TemplateRecord]:
+        return iter(())  # local templates are files beside the campaign file

@@ -33,6 +33,7 @@ class XmasResource(dg.ConfigurableResource):
     notion_templates_db: Optional[str] = None
     notion_api_url: Optional[str] = None
     notion_rate: float = 3.0
+    notion_retry_base_s: float = 0.5
     mailer: str = "outbox"
     smtp_host: Optional[str] = None
     smtp_port: Optional[int] = None
@@ -60,6 +61,7 @@ class XmasResource(dg.ConfigurableResource):
             "notion_templates_db": settings.notion_templates_db,
             "notion_api_url": settings.notion_api_url,
             "notion_rate": settings.notion_rate,
+            "notion_retry_base_s": settings.notion_retry_base_s,
             "mailer": settings.mailer,
             "smtp_host": settings.smtp_host,
             "smtp_port": settings.smtp_port,

@@ -9,8 +9,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from xmas_pipeline.campaign.tokens import sequence_number
-from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord
-from xmas_pipeline.store.schema import contacts, sequences, sync_cursors
+from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord, TemplateRecord
+from xmas_pipeline.store.schema import contacts, sequences, sync_cursors, templates
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, key: str, values: dict) -> None:
@@ -151,3 +151,16 @@ def set_cursor(engine: sa.Engine, name: str, value: str | None) -> None:
         conn.execute(sync_cursors.delete().where(sync_cursors.c.name == name))
         if value is not None:
             conn.execute(sync_cursors.insert().values(name=name, value=value))
+
+
+def upsert_templates(engine: sa.Engine, records: list[TemplateRecord], now: dt.datetime) -> int:
+    with engine.begin() as conn:
+        for record in records:
+            _upsert(conn, templates, "name", {**record.model_dump(), "updated_at": now})
+    return len(records)
+
+
+def load_templates(engine: sa.Engine) -> list[TemplateRecord]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(templates)).mappings().all()
+    return [TemplateRecord(**{k: v for k, v in row.items() if k in TemplateRecord.model_fields}) for row in rows]

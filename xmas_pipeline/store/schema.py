@@ -149,6 +149,19 @@ consents = sa.Table(
     sa.UniqueConstraint("email", "campaign", name="uq_consent_email_campaign"),
 )
 
+# Email templates mirrored from Notion's templates database (file templates are read from disk).
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("edited_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 sync_cursors = sa.Table(
     "sync_cursors",
     metadata,
