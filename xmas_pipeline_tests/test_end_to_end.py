@@ -22,6 +22,7 @@ from xmas_pipeline.store.db import engine_for
 from xmas_pipeline.store.schema import deliveries, sequences
 from xmas_pipeline.web.app import create_app
 from xmas_pipeline_tests.conftest import UvicornThread
+from xmas_pipeline_tests.fakes.notion_setup import data_source
 
 START = dt.date(2026, 11, 5)  # the conftest's pinned clock: 10:00 Toronto time that day
 
@@ -48,6 +49,33 @@ def outbox_snapshot(folder) -> dict[str, int]:
     return {entry.name: entry.inode() for entry in os.scandir(folder) if entry.name.endswith(".eml")}
 
 
+@pytest.fixture(params=["local", "notion", "notion-with-faults"])
+def crm_env(request):
+    """The CRM the campaign runs on: local tables, or Notion through the emulator (optionally failing 30 %)."""
+    if request.param == "local":
+        yield {}
+        return
+    from xmas_pipeline_tests.fakes.notion import NotionEmulator
+    from xmas_pipeline_tests.fakes.notion_setup import xmas_databases
+
+    with NotionEmulator(retry_after=0, seed=11) as emulator:
+        env = xmas_databases(emulator)
+        if request.param == "notion-with-faults":
+            emulator.fail_ratio = 0.25  # failed before any effect: 429 and 5xx
+            emulator.fail_statuses = [429, 500, 502, 503, 504]
+            emulator.fail_after_write_ratio = 0.05  # applied, then answered 5xx: the ambiguous case
+        yield env
+        emulator.fail_ratio = emulator.fail_after_write_ratio = 0.0
+        assert_no_duplicate_pages(emulator, env)
+
+
+def assert_no_duplicate_pages(emulator, env) -> None:
+    for database, key in [("XMAS_NOTION_CONTACTS_DB", "email"), ("XMAS_NOTION_SEQUENCES_DB", "Email")]:
+        source = data_source(emulator, env[database])
+        emails = [page["properties"][key]["email"] for page in emulator.pages(source)]
+        assert len(emails) == len(set(emails)) == 42, database
+
+
 def run_day(defs, instance, make_settings, day: dt.date) -> dg.ExecuteInProcessResult:
     settings = make_settings(XMAS_NOW=f"{day.isoformat()}T23:00:00-05:00")
     job = defs.resolve_job_def("daily_delivery_job")
@@ -61,7 +89,9 @@ def sent_count(result: dg.ExecuteInProcessResult) -> int:
 
 
 @pytest.mark.slow
-def test_fifty_signups_become_a_whole_campaign_sent_exactly_once(settings, make_settings):
+def test_fifty_signups_become_a_whole_campaign_sent_exactly_once(env, crm_env, make_settings):
+    env.update(crm_env)
+    settings = make_settings()
     people = leads()
     repeats = [dict(people[i], email=people[i]["email"].upper()) for i in range(5)]
     invalid = [
