@@ -7,6 +7,7 @@ never creates a second sequence or sends twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from xmas_pipeline.sync import sync_contacts
 log = logging.getLogger(__name__)
 
 CAMPAIGN_STATUS = "Nurture Sequence"
+CONTACTS_FRESH_FOR = dt.timedelta(seconds=30)
 NOT_BOOKED = "Not Booked"
 
 
@@ -51,7 +53,8 @@ def enroll_events(
     if problems:
         raise CRMSchemaError(problems)  # before any write: fail fast, not halfway
     report = EnrollmentReport()
-    sync_contacts(ctx.engine, ctx.crm, ctx.clock.now())  # so contact lookups below come from a fresh mirror
+    # Contact lookups below come from the mirror: bring it up to date unless a run just did.
+    sync_contacts(ctx.engine, ctx.crm, ctx.clock.now(), fresh_for=CONTACTS_FRESH_FOR)
     step_one: list[Due] = []
     for event in inbound.load(ctx.engine, event_ids):
         if event.status == "done":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from xmas_pipeline.campaign.clock import wall_now
 from xmas_pipeline.campaign.models import Campaign
 from xmas_pipeline.crm.base import CRM
 from xmas_pipeline.store import ledger, mirror
@@ -37,15 +38,23 @@ def _advance(engine: sa.Engine, name: str, stamps: list[dt.datetime | None]) -> 
             mirror.set_cursor(engine, name, newest.isoformat())
 
 
-def sync_contacts(engine: sa.Engine, crm: CRM, now: dt.datetime, full: bool = False) -> SyncReport:
+def sync_contacts(
+    engine: sa.Engine, crm: CRM, now: dt.datetime, full: bool = False, fresh_for: dt.timedelta | None = None
+) -> SyncReport:
+    """Pull changed contacts; with ``fresh_for``, skip when a sync finished that recently (wall clock)."""
     if crm.name == "local":
         return SyncReport()  # the local tables are the CRM: nothing to pull
+    synced_at = mirror.get_cursor(engine, "contacts:synced_at")
+    if fresh_for and not full and synced_at and wall_now() - dt.datetime.fromisoformat(synced_at) < fresh_for:
+        return SyncReport()
+    started = wall_now()
     since = _since(engine, "contacts", full)
     records: dict = {}
     for record in crm.contacts_changed_since(since):  # oldest page first: it wins over later duplicates
         records.setdefault(record.email, record)
     mirror.upsert_contacts(engine, list(records.values()), now)
     _advance(engine, "contacts", [r.edited_at for r in records.values()])
+    mirror.set_cursor(engine, "contacts:synced_at", started.isoformat())
     return SyncReport(fetched=len(records), full=since is None)
 
 

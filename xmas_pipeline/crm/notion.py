@@ -10,6 +10,7 @@ deterministically (the oldest page wins), never by whatever Notion lists first.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Callable, Iterator
 
 from xmas_pipeline.campaign.models import Campaign
@@ -21,6 +22,12 @@ from xmas_pipeline.crm.notion_schema import Prop, mapping
 
 MAX_TEXT = 2000  # Notion's limit per rich-text item
 PAGE_SIZE = 100
+SCHEMA_TTL_S = 300.0
+
+# Per process: a database's data source never changes, and a schema verified a moment ago need not
+# cost three more calls per run. A run in a fresh process (Dagster's default) checks anew.
+_source_cache: dict[tuple[str, str], str] = {}
+_schema_cache: dict[tuple, tuple[float, list, dict]] = {}
 
 
 # --- property values ----------------------------------------------------------------------------
@@ -91,7 +98,6 @@ class NotionCRM:
         overrides = campaign.notion_properties
         self.props = {db: mapping(db, overrides) for db in ("contacts", "sequences", "templates")}
         self.database_ids = {"contacts": contacts_db, "sequences": sequences_db, "templates": templates_db}
-        self._sources: dict[str, str] = {}
         self._titles: dict[str, str | None] = {}
 
     @classmethod
@@ -112,18 +118,36 @@ class NotionCRM:
     # -- data sources and schema -----------------------------------------------------------------
 
     def source(self, database: str) -> str:
-        """The data source of a database, resolved once (a data source id is accepted as well)."""
-        if database not in self._sources:
-            db_id = self.database_ids[database]
+        """The data source of a database, resolved once per process (a data source id is accepted too)."""
+        db_id = self.database_ids[database]
+        key = (self._token, db_id)
+        if key not in _source_cache:
             try:
                 found = self.api.call("databases.retrieve", self.client.databases.retrieve, database_id=db_id)
-                self._sources[database] = found["data_sources"][0]["id"]
+                _source_cache[key] = found["data_sources"][0]["id"]
             except LookupError:
                 self.api.call("data_sources.retrieve", self.client.data_sources.retrieve, data_source_id=db_id)
-                self._sources[database] = db_id
-        return self._sources[database]
+                _source_cache[key] = db_id
+        return _source_cache[key]
+
+    @property
+    def _token(self) -> str:
+        return str(getattr(self.client.options, "auth", "") or "")
 
     def check_schema(self) -> list[SchemaProblem]:
+        """Every missing or mistyped property, in one list (a clean result is reused for five minutes)."""
+        key = (self._token, tuple(sorted((k, v or "") for k, v in self.database_ids.items())),
+               tuple(sorted((db, tuple(sorted((f, p.name, p.type) for f, p in props.items()))) for db, props in self.props.items())))
+        cached = _schema_cache.get(key)
+        if cached and time.monotonic() - cached[0] < SCHEMA_TTL_S:
+            self._titles.update(cached[2])
+            return list(cached[1])
+        problems = self._check_schema_now()
+        if not problems:
+            _schema_cache[key] = (time.monotonic(), problems, dict(self._titles))
+        return problems
+
+    def _check_schema_now(self) -> list[SchemaProblem]:
         problems: list[SchemaProblem] = []
         for database, props in self.props.items():
             if not self.database_ids[database]:

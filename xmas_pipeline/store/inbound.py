@@ -36,42 +36,65 @@ class Enqueued:
 
 
 def enqueue_many(engine: sa.Engine, events: list[NewEvent]) -> list[Enqueued]:
-    """Insert events in one transaction; an already-known idempotency key returns the existing row."""
+    """Insert events in one transaction; an already-known idempotency key returns the existing row.
+
+    One statement per step, not per event: the known keys are read in chunks, keys repeated within
+    ``events`` are inserted once (the first is new, the later ones are duplicates of it), and the new
+    rows go in with one executemany whose RETURNING maps every key to its id. The ids are matched by
+    key, so no row order is needed: ``sort_by_parameter_order=True`` would make SQLite fall back to
+    one INSERT per row, whereas unordered it sends one multi-row INSERT (Postgres batches either way).
+    A payload given as a ``str`` is taken to be its JSON text already and stored as it is.
+    """
     if not events:
         return []
-    keys = [e.idempotency_key for e in events]
+    c = inbound_events.c
+    chunk = 500  # keys per lookup: far below SQLite's and Postgres's bound-parameter limits
+    keys = list(dict.fromkeys(e.idempotency_key for e in events))  # unique, first occurrence first
     for _ in range(3):  # a concurrent writer may insert the same key between our read and write
         try:
             with engine.begin() as conn:
-                known = dict(
-                    conn.execute(
-                        sa.select(inbound_events.c.idempotency_key, inbound_events.c.id).where(
-                            inbound_events.c.idempotency_key.in_(set(keys))
-                        )
-                    ).all()
-                )
+                known: dict[str, int] = {}
+                for at in range(0, len(keys), chunk):
+                    known.update(
+                        conn.execute(
+                            sa.select(c.idempotency_key, c.id).where(c.idempotency_key.in_(keys[at : at + chunk]))
+                        ).all()
+                    )
+                rows: list[dict] = []
+                for event in events:
+                    key = event.idempotency_key
+                    if key in known:
+                        continue
+                    known[key] = 0  # placeholder until the insert returns its id; a repeat is a duplicate
+                    payload = event.payload
+                    rows.append(
+                        {
+                            "idempotency_key": key,
+                            "kind": event.kind,
+                            "email": event.email,
+                            "payload": payload if isinstance(payload, str) else json.dumps(payload, default=str),
+                            "received_at": event.received_at,
+                            "client_ip": event.client_ip,
+                            "user_agent": (event.user_agent or "")[:512] or None,
+                            "status": "pending",
+                            "attempts": 0,
+                            "dispatches": 0,
+                        }
+                    )
+                new_ids: dict[str, int] = {}
+                if rows:
+                    inserted = conn.execute(
+                        inbound_events.insert().returning(c.id, c.idempotency_key), rows
+                    )
+                    new_ids = {key: new_id for new_id, key in inserted}
+                    if len(new_ids) != len(rows):
+                        raise RuntimeError(f"inserted {len(rows)} events but {len(new_ids)} ids came back")
+                    known.update(new_ids)
                 results: list[Enqueued] = []
                 for event in events:
-                    existing = known.get(event.idempotency_key)
-                    if existing is not None:
-                        results.append(Enqueued(existing, True))
-                        continue
-                    new_id = conn.execute(
-                        inbound_events.insert().values(
-                            idempotency_key=event.idempotency_key,
-                            kind=event.kind,
-                            email=event.email,
-                            payload=json.dumps(event.payload, default=str),
-                            received_at=event.received_at,
-                            client_ip=event.client_ip,
-                            user_agent=(event.user_agent or "")[:512] or None,
-                            status="pending",
-                            attempts=0,
-                            dispatches=0,
-                        )
-                    ).inserted_primary_key[0]
-                    known[event.idempotency_key] = new_id
-                    results.append(Enqueued(new_id, False))
+                    key = event.idempotency_key
+                    # The first occurrence of a key this call inserted is new; every other one is a duplicate.
+                    results.append(Enqueued(known[key], new_ids.pop(key, None) is None))
                 return results
         except sa.exc.IntegrityError:
             continue
