@@ -15,9 +15,17 @@ from pathlib import Path
 from xmas_pipeline.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 DAGSTER_YAML = """\
-# Written by `xmas run` for the embedded default. Production: see deploy/dagster.yaml.
+# Written by `xmas run` for the embedded default (SQLite in this folder). Production: deploy/dagster.yaml.
 telemetry:
   enabled: false
+# One step at a time per pool: `notion` steps share Notion's ~3 requests/s, `mail` steps the provider's limit.
+concurrency:
+  pools:
+    default_limit: 1
+# Runs whose process died give their pool slots back instead of blocking the queue.
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 

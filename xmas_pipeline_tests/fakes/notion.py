@@ -1469,9 +1469,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"token: {emulator.token}")
         print(f"base_url: {emulator.base_url}")
         print(f"parent_page_id: {emulator.root_page_id}")
+        exports = {"NOTION_TOKEN": emulator.token, "XMAS_NOTION_API_URL": emulator.base_url}
+        # A person trying the Notion path gets Notion's real budget, not the tests' fast settings.
+        exports.update({k: v for k, v in seeded.items() if k.startswith("XMAS_NOTION_") and k.endswith("_DB")})
+        if seeded:
+            exports["XMAS_CRM"] = "notion"
         for label, object_id in seeded.items():
             print(f"{label}: {object_id}")
-        print(f"export NOTION_TOKEN={emulator.token} XMAS_NOTION_API_URL={emulator.base_url}")
+        print("export " + " ".join(f"{k}={v}" for k, v in exports.items()))
         print("serving; Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
