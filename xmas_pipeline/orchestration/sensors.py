@@ -55,7 +55,9 @@ def build_signup_sensor(interval_seconds: int) -> dg.SensorDefinition:
                 requests.append(_request([event_id], f"signup-{event_id}-d{numbers[event_id]}"))
 
         if not requests:
-            return dg.SensorResult(skip_reason=dg.SkipReason("no new signups"), cursor=json.dumps(cursor))
+            dead = inbound.depth(engine).get("dead", 0)
+            why = "no new signups" + (f"; {dead} dead signup(s): see `xmas events --dead`" if dead else "")
+            return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=json.dumps(cursor))
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return signup_sensor
