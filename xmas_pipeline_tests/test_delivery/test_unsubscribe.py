@@ -46,3 +46,26 @@ def test_one_click_unsubscribe_from_a_delivered_message(settings, make_settings)
     assert https.replace("&", "&amp;") in message.get_body(("html",)).get_content()
     # A forged token gets nothing but a 404.
     assert client.post(path[:-3] + "abc", content=b"List-Unsubscribe=One-Click").status_code == 404
+
+
+def test_a_hostile_first_name_is_escaped_and_cannot_inject_headers(settings):
+    from fastapi.testclient import TestClient as Client
+
+    from xmas_pipeline.backends import delivery_context as context
+    from xmas_pipeline.enrollment import enroll_events
+    from xmas_pipeline.store import inbound
+
+    with Client(create_app(settings)) as intake:  # `with` runs the lifespan: the queue writer
+        answer = intake.post(
+            "/webhook/christmas-signup",
+            json={"email": "eve@example.com", "first_name": "<b>Eve</b>\r\nBcc: victim@example.com"},
+        )
+    assert answer.status_code == 202
+    enroll_events(context(settings), [answer.json()["event_id"]])
+    [eml] = settings.outbox_dir.glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["Bcc"] is None and "victim" not in str(message["To"])
+    assert message["Subject"].startswith("<b>Eve</b> Bcc: victim@example.com")  # one line, harmless
+    html = message.get_body(("html",)).get_content()
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in html and "<b>Eve</b>" not in html
+    assert inbound.depth(engine_for(settings.database_url)) == {"done": 1}
