@@ -29,6 +29,7 @@ from xmas_pipeline.mail.base import OutgoingMessage, QuotaExceeded, SendError, S
 from xmas_pipeline.mail.compose import compose, unsubscribe_url
 from xmas_pipeline.store import ledger, mirror, suppressions
 from xmas_pipeline.store.ledger import Claim, Due
+from xmas_pipeline.store.schema import deliveries, sequences
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,6 @@ def _complete_finished(ctx: DeliveryContext) -> None:
     """A sequence whose last step is finished is completed."""
     last = len(ctx.campaign.steps)
     with ctx.engine.begin() as conn:
-        from xmas_pipeline.store.schema import deliveries, sequences
-
         done = sa.select(deliveries.c.sequence_key).where(
             deliveries.c.step == last, deliveries.c.status.in_(ledger.FINISHED)
         )

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from xmas_pipeline.campaign.clock import Clock, parse_instant
 
@@ -90,6 +90,14 @@ class Settings(BaseModel):
             )
 
 
+FIELD_ENV = {
+    "database_url": "XMAS_DATABASE_URL", "day_seconds": "XMAS_DAY_SECONDS", "sensor_interval_s": "XMAS_SENSOR_INTERVAL",
+    "claim_lease_s": "XMAS_CLAIM_LEASE_SECONDS", "crm": "XMAS_CRM", "notion_rate": "XMAS_NOTION_RATE",
+    "notion_retry_base_s": "XMAS_NOTION_RETRY_BASE", "mailer": "XMAS_MAILER", "smtp_tls": "XMAS_SMTP_TLS",
+    "smtp_port": "XMAS_SMTP_PORT", "public_url": "XMAS_PUBLIC_URL", "delivery_cron": "XMAS_DELIVERY_CRON",
+}
+
+
 def _secret_file(home: Path, name: str) -> str:
     """A per-installation random secret kept in XMAS_HOME, so links survive restarts without setup."""
     path = home / name
@@ -160,5 +168,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     }
     try:
         return Settings(**{k: v for k, v in values.items() if v is not None})
-    except ValueError as exc:
-        raise SettingsError(f"invalid configuration: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{FIELD_ENV.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from exc

@@ -9,6 +9,7 @@ import pandas as pd
 from xmas_pipeline.campaign.models import Campaign
 from xmas_pipeline.campaign.rendering import check_template
 from xmas_pipeline.campaign.timetable import compute_emails_due
+from xmas_pipeline.crm.base import CRMSchemaError
 from xmas_pipeline.delivery import deliver
 from xmas_pipeline.orchestration.partitions import daily_partitions
 from xmas_pipeline.orchestration.resources import XmasResource
@@ -135,8 +136,6 @@ def build_assets(campaign: Campaign) -> list:
         ctx = xmas.delivery(run_id=context.run_id)
         problems = ctx.crm.check_schema()
         if problems:
-            from xmas_pipeline.crm.base import CRMSchemaError
-
             raise CRMSchemaError(problems)
         due = [
             Due(r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime())

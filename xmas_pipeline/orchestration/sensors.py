@@ -1,5 +1,6 @@
 """The signup sensor: turns queued signup events into enrollment runs."""
 
+import datetime as dt
 import json
 
 import dagster as dg
@@ -31,8 +32,6 @@ def build_signup_sensor(interval_seconds: int) -> dg.SensorDefinition:
     )
     def signup_sensor(context: dg.SensorEvaluationContext, xmas: XmasResource) -> dg.SensorResult:
         """Requests one enrollment run per batch of new signups, and a run per event due a retry."""
-        import datetime as dt
-
         engine = xmas.engine()
         cursor = json.loads(context.cursor) if context.cursor else {"last_id": 0}
         requests = []

@@ -287,7 +287,7 @@ def record_provider_event(engine: sa.Engine, provider_id: str, event: str, at: d
         return row.email
 
 
-def rows_for(engine: sa.Engine, *, day_keys: list[str] | None = None, email: str | None = None) -> list[sa.Row]:
+def rows_for(engine: sa.Engine, *, email: str | None = None) -> list[sa.Row]:
     q = sa.select(deliveries).order_by(deliveries.c.sequence_key, deliveries.c.step)
     if email is not None:
         q = q.where(deliveries.c.email == email.strip().lower())
