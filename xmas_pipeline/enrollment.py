@@ -100,8 +100,10 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
         booking_status=(existing.booking_status if existing else None) or NOT_BOOKED,
         crm_id=existing.crm_id if existing else None,
     )
+    # An event tried before may have reached the CRM without reaching the mirror: look before creating.
+    retried = event.attempts > 0 or (event.dispatches or 0) > 1
     if existing is None or _differs(existing, contact):
-        contact = ctx.crm.save_contact(contact)
+        contact = ctx.crm.save_contact(contact, maybe_exists=retried)
         mirror.upsert_contacts(ctx.engine, [contact], now)
 
     key = sequence_key(email, campaign.name)
@@ -127,7 +129,7 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
         signup_at=anchor,
         steps_sent={1: sent_elsewhere} if sent_elsewhere else {},
     )
-    record = ctx.crm.create_sequence(record)
+    record = ctx.crm.create_sequence(record, maybe_exists=retried)
     with ctx.engine.begin() as conn:
         mirror.insert_sequence(conn, record, profile.model_dump(), now)
         record_consent(

@@ -79,7 +79,6 @@ class Settings(BaseModel):
                 ("NOTION_TOKEN", self.notion_token),
                 ("XMAS_NOTION_CONTACTS_DB", self.notion_contacts_db),
                 ("XMAS_NOTION_SEQUENCES_DB", self.notion_sequences_db),
-                ("XMAS_NOTION_TEMPLATES_DB", self.notion_templates_db),
             ]
             if not value
         ]

@@ -45,12 +45,17 @@ class CRM(Protocol):
         """Every missing or mistyped property across the CRM's databases, in one list."""
         ...
 
-    def save_contact(self, contact: ContactRecord) -> ContactRecord:
-        """Create the contact, or update it in place when ``contact.crm_id`` is known. Returns it with crm_id."""
+    def save_contact(self, contact: ContactRecord, maybe_exists: bool = False) -> ContactRecord:
+        """Create the contact, or update it in place when ``contact.crm_id`` is known. Returns it with crm_id.
+
+        A retry inside the call never makes a second row. Callers look in the mirror first; when an
+        earlier attempt may have created the row unseen (a retried event), they pass ``maybe_exists``
+        and the backend looks it up before creating.
+        """
         ...
 
-    def create_sequence(self, sequence: SequenceRecord) -> SequenceRecord:
-        """Create the sequence row; safe to repeat (keyed on ``sequence_key``). Returns it with crm_id."""
+    def create_sequence(self, sequence: SequenceRecord, maybe_exists: bool = False) -> SequenceRecord:
+        """Create the sequence row (keyed on email + campaign); returns it with crm_id. Repeats as save_contact."""
         ...
 
     def update_sequences(self, updates: list[SequenceUpdate]) -> None:

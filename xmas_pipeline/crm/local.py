@@ -24,10 +24,10 @@ class LocalCRM:
     def check_schema(self) -> list[SchemaProblem]:
         return []  # store.db creates and upgrades its own tables
 
-    def save_contact(self, contact: ContactRecord) -> ContactRecord:
+    def save_contact(self, contact: ContactRecord, maybe_exists: bool = False) -> ContactRecord:
         return contact.model_copy(update={"crm_id": contact.crm_id or f"local:{contact.email}"})
 
-    def create_sequence(self, sequence: SequenceRecord) -> SequenceRecord:
+    def create_sequence(self, sequence: SequenceRecord, maybe_exists: bool = False) -> SequenceRecord:
         return sequence.model_copy(update={"crm_id": sequence.crm_id or f"local:{sequence.sequence_key}"})
 
     def update_sequences(self, updates: list[SequenceUpdate]) -> None:

@@ -97,7 +97,13 @@ class NotionCRM:
         self.campaign = campaign
         overrides = campaign.notion_properties
         self.props = {db: mapping(db, overrides) for db in ("contacts", "sequences", "templates")}
-        self.database_ids = {"contacts": contacts_db, "sequences": sequences_db, "templates": templates_db}
+        # The templates database only matters when the campaign reads its templates from Notion.
+        uses_templates = campaign.template_source == "notion"
+        if uses_templates and not templates_db:
+            raise ValueError("the campaign reads templates from Notion (template_source: notion): "
+                             "set XMAS_NOTION_TEMPLATES_DB to the templates database id")
+        self.database_ids = {"contacts": contacts_db, "sequences": sequences_db,
+                             "templates": templates_db if uses_templates else None}
         self._titles: dict[str, str | None] = {}
 
     @classmethod
@@ -173,7 +179,7 @@ class NotionCRM:
 
     def _query(self, database: str, filter: dict | None = None, sorts: list | None = None,
                first_only: bool = False) -> Iterator[dict]:
-        kwargs: dict[str, Any] = {"data_source_id": self.source(database), "page_size": 1 if first_only else PAGE_SIZE}
+        kwargs: dict[str, Any] = {"data_source_id": self.source(database), "page_size": 10 if first_only else PAGE_SIZE}
         if filter:
             kwargs["filter"] = filter
         if sorts:
@@ -186,7 +192,9 @@ class NotionCRM:
             kwargs["start_cursor"] = page["next_cursor"]
 
     def _oldest(self, database: str, filter: dict) -> dict | None:
-        return next(self._query(database, filter, [{"timestamp": "created_time", "direction": "ascending"}], True), None)
+        """The oldest page matching ``filter``; same-minute ties (Notion rounds times) broken by page id."""
+        pages = list(self._query(database, filter, [{"timestamp": "created_time", "direction": "ascending"}], True))
+        return min(pages, key=lambda p: (p["created_time"], p["id"]), default=None)
 
     # -- contacts ----------------------------------------------------------------------------------
 
@@ -224,8 +232,11 @@ class NotionCRM:
             edited_at=_instant(page.get("last_edited_time")),
         )
 
-    def save_contact(self, contact: ContactRecord) -> ContactRecord:
+    def save_contact(self, contact: ContactRecord, maybe_exists: bool = False) -> ContactRecord:
         properties = self._contact_properties(contact)
+        if not contact.crm_id and maybe_exists:
+            found = self._oldest("contacts", self._contact_filter(contact.email))
+            contact = contact.model_copy(update={"crm_id": found["id"]}) if found else contact
         if contact.crm_id:
             self.api.call("pages.update", self.client.pages.update, page_id=contact.crm_id, properties=properties)
             return contact
@@ -264,7 +275,11 @@ class NotionCRM:
             {"property": p["campaign"].name, "select": {"equals": campaign}},
         ]}
 
-    def create_sequence(self, sequence: SequenceRecord) -> SequenceRecord:
+    def create_sequence(self, sequence: SequenceRecord, maybe_exists: bool = False) -> SequenceRecord:
+        if maybe_exists:
+            found = self._oldest("sequences", self._sequence_filter(sequence.email, sequence.campaign))
+            if found is not None:
+                return sequence.model_copy(update={"crm_id": found["id"]})
         p = self.props["sequences"]
         values = {
             "email": sequence.email,

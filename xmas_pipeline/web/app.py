@@ -245,13 +245,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _json(422, {"detail": errors})
 
         email = payload.email.lower()
-        stored = json.loads(body)  # the object as received, unknown fields included
-        stored["email"] = email
+        received = json.loads(body)  # the object as received, unknown fields included
+        stored: dict[str, Any] | str = received
+        if received.get("email") == email:
+            # Already what we would store: keep the validated JSON text instead of serializing it again
+            # (enqueue_many stores a str payload as it is; json.loads of either gives the same object).
+            try:
+                stored = body.decode()
+            except UnicodeDecodeError:  # only json.loads's lenient decoding took it: store it re-serialized
+                pass
+        else:
+            received["email"] = email
         event = NewEvent(
             idempotency_key=key or f"{email}|{campaign_name}",
             kind="signup",
             email=email,
-            payload=stored,
+            payload=stored,  # type: ignore[arg-type]  # a str is the payload's JSON text
             received_at=clock.now(),
             client_ip=client_ip(request, headers.get("x-forwarded-for")),
             user_agent=headers.get("user-agent"),
