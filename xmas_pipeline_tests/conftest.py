@@ -23,6 +23,18 @@ def _database_params() -> list:
     return params
 
 
+@pytest.fixture(autouse=True)
+def fresh_notion_caches():
+    """crm/notion.py caches data-source ids and a clean schema check per process: never across tests."""
+    from xmas_pipeline.crm import notion
+
+    notion._schema_cache.clear()
+    notion._source_cache.clear()
+    yield
+    notion._schema_cache.clear()
+    notion._source_cache.clear()
+
+
 @pytest.fixture(params=_database_params())
 def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.campaign.tokens import sequence_key
-from xmas_pipeline.crm import notion as notion_module
 from xmas_pipeline.crm.base import CRM, ContactRecord, SequenceRecord, SequenceUpdate
 from xmas_pipeline.crm.local import LocalCRM
 from xmas_pipeline.crm.notion import NotionCRM
@@ -95,14 +94,6 @@ class Backend:
         return list(self.crm.sequences_changed_since(since, campaign))
 
 
-@pytest.fixture(autouse=True)
-def fresh_notion_caches() -> Iterator[None]:
-    """crm/notion.py caches data-source ids and a clean schema check per process: never across tests."""
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
-    yield
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
 
 
 @pytest.fixture(params=["local", "notion"])

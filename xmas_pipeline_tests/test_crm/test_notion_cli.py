@@ -14,7 +14,6 @@ import pytest
 
 from xmas_pipeline.backends import delivery_context
 from xmas_pipeline.cli import main
-from xmas_pipeline.crm import notion as notion_module
 from xmas_pipeline.crm.base import CRMSchemaError
 from xmas_pipeline.crm.notion_admin import ENV, TITLES, database_schema
 from xmas_pipeline.enrollment import enroll_events
@@ -29,13 +28,6 @@ MISSING = ("Business Name", "Booking Status")
 MISTYPED = "Assessment Score"  # a number in the mapping; rich text in this workspace
 
 
-@pytest.fixture(autouse=True)
-def fresh_notion_caches() -> Iterator[None]:
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
-    yield
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Iterator
 import pytest
 from notion_client.errors import APIResponseError
 
-from xmas_pipeline.crm import notion as notion_module
 from xmas_pipeline.crm.notion import MAX_TEXT, NotionCRM, to_notion
 from xmas_pipeline.crm.notion_api import MAX_ATTEMPTS, NotionCaller, NotionUnavailable, RateBudget
 from xmas_pipeline.store import mirror
@@ -25,13 +24,6 @@ from xmas_pipeline_tests.test_crm.test_contract import CAMPAIGN, T0, TestClock, 
 UTC = dt.timezone.utc
 
 
-@pytest.fixture(autouse=True)
-def fresh_notion_caches() -> Iterator[None]:
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
-    yield
-    notion_module._schema_cache.clear()
-    notion_module._source_cache.clear()
 
 
 @pytest.fixture
