@@ -58,7 +58,14 @@ def build_assets(campaign: Campaign) -> list:
             }
         )
 
-    @dg.asset(group_name=GROUP, deps=[contacts], kinds={"notion", "sqlite"}, pool="notion")
+    @dg.asset(
+        group_name=GROUP,
+        deps=[contacts],
+        kinds={"notion", "sqlite"},
+        pool="notion",
+        check_specs=[dg.AssetCheckSpec("crm_agrees_with_ledger", asset="sequences",
+                                       description="No step the CRM shows as sent while our own send of it is in flight.")],
+    )
     def sequences(context: dg.AssetExecutionContext, config: MirrorConfig, xmas: XmasResource) -> dg.MaterializeResult:
         """Email sequences mirrored from the CRM (counts by segment and status; steps sent elsewhere are recorded)."""
         ctx = xmas.delivery(run_id=context.run_id)
@@ -72,7 +79,16 @@ def build_assets(campaign: Campaign) -> list:
                 "by_segment_and_status": _counts_md(
                     mirror.counts_by(ctx.engine, sequences_table, "segment", "status"), ["segment", "status", "sequences"]
                 ),
-            }
+            },
+            # A disagreement is reported, never "fixed" by sending again.
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="crm_agrees_with_ledger",
+                    passed=not report.disagreements,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"disagreements": dg.MetadataValue.md("\n".join(f"- {d}" for d in report.disagreements) or "none")},
+                )
+            ],
         )
 
     @dg.asset(
@@ -130,7 +146,14 @@ def build_assets(campaign: Campaign) -> list:
         )
         return due
 
-    @dg.asset(group_name=GROUP, partitions_def=partitions, kinds={"email"}, pool="mail")
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        kinds={"email"},
+        pool="mail",
+        check_specs=[dg.AssetCheckSpec("all_due_emails_sent", asset="deliveries",
+                                       description="Every email whose time came was sent or deliberately skipped.")],
+    )
     def deliveries(context: dg.AssetExecutionContext, xmas: XmasResource, emails_due: pd.DataFrame) -> dg.MaterializeResult:
         """Sends this day's due emails whose time has come, once each, and records them in the ledger."""
         ctx = xmas.delivery(run_id=context.run_id)
@@ -164,7 +187,20 @@ def build_assets(campaign: Campaign) -> list:
                     [dict(r, reason=r.get("reason") or r.get("error")) for r in report.skipped + report.failed],
                     ["email", "step", "reason"],
                 ),
-            }
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="all_due_emails_sent",
+                    passed=not report.failed and not report.in_doubt,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "failed": len(report.failed),
+                        "in_doubt": len(report.in_doubt),
+                        "what_to_do": "Failed steps are retried by the next run once the cause (see skipped_or_failed) "
+                        "is fixed; in-doubt sends resume by themselves after the claim lease.",
+                    },
+                )
+            ],
         )
 
     return [contacts, sequences, templates, emails_due, deliveries]

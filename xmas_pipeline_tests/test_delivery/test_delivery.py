@@ -26,7 +26,8 @@ from xmas_pipeline_tests.test_delivery.helpers import enroll, signup
 def due_on(ctx, day_offset: float) -> list[Due]:
     day = campaign_day(ctx.campaign, ctx.clock.now())
     frame = compute_emails_due(
-        ctx.campaign, mirror.sequences_frame(ctx.engine, ctx.campaign.name), ledger.finished_steps(ctx.engine), day
+        ctx.campaign, mirror.sequences_frame(ctx.engine, ctx.campaign.name), ledger.finished_steps(ctx.engine), day,
+        day_seconds=ctx.clock.day_seconds,
     )
     return [Due(r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime()) for r in frame.itertuples()]
 
@@ -151,3 +152,13 @@ def test_an_event_that_cannot_be_enrolled_goes_dead_and_can_be_replayed(settings
     assert f"{bad:>6}  bad@example.com" in out and "first_name" in out
     assert xmas(["events", "--replay", str(bad)]) == 0
     assert inbound.events_to_retry(engine, dt.datetime.now(dt.timezone.utc), dt.timedelta(minutes=10), 10) == [bad]
+
+
+def test_demo_clock_plays_a_day_in_a_minute(make_settings):
+    demo = make_settings(XMAS_DAY_SECONDS="60")
+    enroll(demo, "demo@example.com")
+    sent = []
+    for minutes in (1, 2, 3, 4, 6, 8, 10):
+        ctx = delivery_context(at(make_settings, demo.clock.now(), minutes / 1440, XMAS_DAY_SECONDS="60"))
+        sent += [s["step"] for s in deliver(ctx, due_on(ctx, 0)).sent]
+    assert sent == [2, 3, 4, 5, 6, 7]
