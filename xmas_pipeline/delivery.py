@@ -154,18 +154,23 @@ def _send_batch(ctx: DeliveryContext, batch_key: str, items: list[tuple[Claim, d
         log.warning("send of batch %s failed, will resume after the lease: %s", batch_key, exc)
         return
     now = ctx.clock.now()
-    sent, failed = [], []
+    sent, failed, refused = [], [], []
     for (claim, m), result in zip(items, results):
         if result.ok:
             sent.append((claim, ctx.sender.name, result.provider_id))
             report.sent.append(
                 {"email": claim.email, "step": claim.step, "subject": m["subject"], "provider_id": result.provider_id}
             )
+        elif result.permanent:
+            # The provider will never take this message (bad address, conflicting key): stop, don't loop.
+            refused.append((claim, f"refused by {ctx.sender.name}: {result.error}"))
+            report.failed.append({"email": claim.email, "step": claim.step, "error": refused[-1][1]})
         else:
             failed.append((claim, result.error or "refused"))
             report.failed.append({"email": claim.email, "step": claim.step, "error": result.error})
     ledger.mark_sent(ctx.engine, sent, now)
     ledger.mark_failed(ctx.engine, failed)
+    ledger.mark_refused(ctx.engine, refused)
 
 
 def deliver(ctx: DeliveryContext, due: list[Due]) -> DeliveryReport:

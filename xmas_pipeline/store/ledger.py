@@ -171,6 +171,17 @@ def mark_failed(engine: sa.Engine, failures: list[tuple[Claim, str]]) -> None:
             )
 
 
+def mark_refused(engine: sa.Engine, refusals: list[tuple[Claim, str]]) -> None:
+    """The provider refused for good: final (``skipped``), so no later run sends it again."""
+    with engine.begin() as conn:
+        for cl, reason in refusals:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
+                .values(status="skipped", reason=reason[:4000], crm_synced=True)
+            )
+
+
 def release(engine: sa.Engine, claims: list[Claim]) -> None:
     """Give back claims this run never handed to a provider (e.g. a quota stop), keeping nothing frozen."""
     with engine.begin() as conn:

@@ -162,3 +162,19 @@ def test_demo_clock_plays_a_day_in_a_minute(make_settings):
         ctx = delivery_context(at(make_settings, demo.clock.now(), minutes / 1440, XMAS_DAY_SECONDS="60"))
         sent += [s["step"] for s in deliver(ctx, due_on(ctx, 0)).sent]
     assert sent == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_message_the_provider_refuses_for_good_is_not_retried_forever(settings, make_settings):
+    enroll(settings, "refused@example.com")
+    with ResendEmulator(rate_limit=100) as resend:
+        later = at(make_settings, settings.clock.now(), 2)
+        ctx = delivery_context(later)
+        ctx.sender = ResendSender(api_key=resend.api_key, api_url=resend.api_url)
+        resend.fail_next(1, status=422, name="validation_error")
+        report = deliver(ctx, due_on(ctx, 2))
+        assert report.sent == [] and "refused by resend" in report.failed[0]["error"]
+        requests = resend.requests
+        assert deliver(ctx, due_on(ctx, 2)).sent == []
+        assert resend.requests == requests and resend.sent == []
+    row = [r for r in ledger.rows_for(engine_for(settings.database_url), email="refused@example.com") if r.step == 2][0]
+    assert row.status == "skipped" and "validation_error" in row.reason
