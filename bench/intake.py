@@ -100,7 +100,7 @@ def _naive_app():
     """FastAPI as a tutorial would write it: validate the body, insert and commit, per request, in a thread."""
     from fastapi import FastAPI
 
-    from xmas_pipeline.web.payloads import SignupPayload
+    from xmas_pipeline.campaign.models import SignupPayload
 
     path = os.environ["XMAS_BENCH_NAIVE_DB"]
     with sqlite3.connect(path) as db:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from xmas_pipeline.campaign.clock import parse_instant, wall_now
-from xmas_pipeline.campaign.models import SignupProfile
+from xmas_pipeline.campaign.clock import wall_now
+from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.campaign.segments import classify
 from xmas_pipeline.campaign.tokens import sequence_key
 from xmas_pipeline.crm.base import ContactRecord, CRMSchemaError, SequenceRecord
@@ -80,11 +80,11 @@ def enroll_events(
 def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) -> Due | None:
     payload = json.loads(event.payload)
     try:
-        profile = SignupProfile.model_validate(payload)
-        sent_elsewhere = parse_instant(payload["email_1_sent_at"]) if payload.get("email_1_sent_at") else None
-    except (ValidationError, ValueError) as exc:
+        profile = SignupPayload.model_validate(payload)
+    except ValidationError as exc:
         raise BadEvent(f"payload cannot be enrolled: {exc}") from exc
     email = event.email.strip().lower()
+    sent_elsewhere = profile.email_1_sent_at
     campaign = ctx.campaign
     now = ctx.clock.now()
     segment = classify(profile.red_systems, profile.orange_systems).value
@@ -131,7 +131,7 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
     )
     record = ctx.crm.create_sequence(record, maybe_exists=retried)
     with ctx.engine.begin() as conn:
-        mirror.insert_sequence(conn, record, profile.model_dump(), now)
+        mirror.insert_sequence(conn, record, profile.model_dump(mode="json"), now)
         record_consent(
             conn,
             email=email,

@@ -23,7 +23,7 @@ class NewEvent:
     idempotency_key: str
     kind: str
     email: str
-    payload: dict
+    payload: dict | str  # a str is the JSON body exactly as received (stored without re-serializing)
     received_at: dt.datetime
     client_ip: str | None = None
     user_agent: str | None = None

@@ -30,7 +30,7 @@ from xmas_pipeline.store.inbound import NewEvent, depth
 from xmas_pipeline.store.ledger import record_provider_event
 from xmas_pipeline.store.mirror import email_for_sequence
 from xmas_pipeline.store.suppressions import suppress
-from xmas_pipeline.web.payloads import SignupPayload
+from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.web.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
