@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from xmas_pipeline.campaign.loader import load_campaign
+from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.campaign.tokens import verify_unsubscribe_token
 from xmas_pipeline.settings import Settings, load_settings
 from xmas_pipeline.store.db import engine_for
@@ -30,7 +31,6 @@ from xmas_pipeline.store.inbound import NewEvent, depth
 from xmas_pipeline.store.ledger import record_provider_event
 from xmas_pipeline.store.mirror import email_for_sequence
 from xmas_pipeline.store.suppressions import suppress
-from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.web.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
