@@ -34,6 +34,8 @@ from xmas_pipeline.store.schema import deliveries, sequences
 log = logging.getLogger(__name__)
 
 BOOKED = {"booked", "completed"}
+# What a marketer sees in the contact's "Christmas Campaign Status" when a sequence stops.
+CONTACT_STATUS_FOR_EXIT = {"unsubscribed": "Unsubscribed", "complained": "Unsubscribed", "bounced": "Bounced"}
 
 
 @dataclass
@@ -245,11 +247,17 @@ def _complete_finished(ctx: DeliveryContext) -> None:
 
 
 def sync_crm(ctx: DeliveryContext) -> list[str]:
-    """Write "Email N Sent" back to the CRM, coalesced: one update per sequence. Returns errors, if any."""
+    """Tell the CRM what happened, coalesced: one update per sequence (and per stopped contact).
+
+    "Email N Sent" dates and completion go to the sequence row; a stopped sequence (unsubscribed,
+    bounced, booked) is marked completed there and its contact's campaign status says why, so
+    marketers see it in Notion. Returns errors; everything not written is retried by the next run.
+    """
     rows = ledger.unsynced(ctx.engine)
-    if not rows:
+    exits = {e["sequence_key"]: e for e in mirror.exits_to_sync(ctx.engine)}
+    if not rows and not exits:
         return []
-    by_key: dict[str, list] = {}
+    by_key: dict[str, list] = {key: [] for key in exits}
     for row in rows:
         by_key.setdefault(row.sequence_key, []).append(row)
     seqs = mirror.load_sequences(ctx.engine, list(by_key))
@@ -261,12 +269,19 @@ def sync_crm(ctx: DeliveryContext) -> list[str]:
                 sequence_key=key,
                 crm_id=seq["crm_id"] if seq else None,
                 steps_sent={r.step: r.sent_at for r in items},
-                completed=True if seq is not None and seq["status"] == "completed" else None,
+                completed=True if seq is not None and seq["status"] in ("completed", "exited") else None,
             )
         )
     try:
         ctx.crm.update_sequences(updates)
+        for exit in exits.values():
+            contact = mirror.get_contact(ctx.engine, exit["email"])
+            status = CONTACT_STATUS_FOR_EXIT.get(exit["exit_reason"] or "")
+            if contact is not None and status and contact.campaign_status != status:
+                contact = ctx.crm.save_contact(contact.model_copy(update={"campaign_status": status}))
+                mirror.upsert_contacts(ctx.engine, [contact], ctx.clock.now())
     except Exception as exc:  # the sends stand; the write-back is retried by the next run
         return [f"CRM write-back of {len(updates)} sequence(s) failed, will retry next run: {exc}"]
     ledger.mark_synced(ctx.engine, [r.id for r in rows])
+    mirror.mark_exits_synced(ctx.engine, list(exits))
     return []

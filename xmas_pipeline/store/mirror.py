@@ -112,6 +112,21 @@ def set_status(engine: sa.Engine, keys: list[str], status: str, reason: str | No
         )
 
 
+def exits_to_sync(engine: sa.Engine) -> list[sa.RowMapping]:
+    """Stopped sequences whose stop the CRM has not been told about yet."""
+    c = sequences.c
+    with engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(c.sequence_key, c.email, c.crm_id, c.exit_reason)
+            .where(c.status == "exited", sa.or_(c.exit_synced.is_(None), c.exit_synced.is_(False)))
+        ).mappings())
+
+
+def mark_exits_synced(engine: sa.Engine, keys: list[str]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sequences.update().where(sequences.c.sequence_key.in_(keys)).values(exit_synced=True))
+
+
 def sequences_frame(engine: sa.Engine, campaign: str) -> pd.DataFrame:
     """The columns the due computation needs, for one campaign."""
     q = sa.select(

@@ -85,6 +85,7 @@ sequences = sa.Table(
     sa.Column("signup_at", UTCDateTime, nullable=False),  # timetable anchor
     sa.Column("status", sa.String(16), nullable=False, default="active"),
     sa.Column("exit_reason", sa.String(200)),
+    sa.Column("exit_synced", sa.Boolean),  # the stop (unsubscribe, bounce, booking) has reached the CRM
     sa.Column("profile", sa.Text),  # JSON SignupPayload: the personalisation the templates use
     sa.Column("crm_id", sa.String(64)),
     sa.Column("edited_at", UTCDateTime),

@@ -280,3 +280,24 @@ def test_a_retried_event_finds_the_rows_its_first_attempt_made(crm, emulator) ->
     assert again_sequence.crm_id == first_sequence.crm_id
     assert len(emulator.pages(source(emulator, crm, "contacts"))) == 1
     assert len(emulator.pages(source(emulator, crm, "sequences"))) == 1
+
+
+# --- a stop reaches the marketers' view -----------------------------------------------------------
+
+
+def test_an_unsubscribe_shows_in_notion_after_the_next_run(settings, emulator) -> None:
+    from xmas_pipeline.backends import delivery_context
+    from xmas_pipeline.delivery import sync_crm
+    from xmas_pipeline.store import suppressions
+    from xmas_pipeline_tests.test_delivery.helpers import enroll
+
+    enroll(settings, "quit@example.com")
+    suppressions.suppress(engine_for(settings.database_url), "quit@example.com", "unsubscribed", "test", settings.clock.now())
+    ctx = delivery_context(settings)
+    assert sync_crm(ctx) == []
+    [contact_page] = emulator.pages(source(emulator, ctx.crm, "contacts"))
+    [sequence_page] = emulator.pages(source(emulator, ctx.crm, "sequences"))
+    assert contact_page["properties"]["Christmas Campaign Status"]["select"]["name"] == "Unsubscribed"
+    assert sequence_page["properties"]["Sequence Completed"]["checkbox"] is True
+    emulator.reset_counts()
+    assert sync_crm(ctx) == [] and emulator.total_requests == 0  # told once
