@@ -87,7 +87,10 @@ def _batch_key(claims: list[Claim]) -> str:
     return f"xmas-batch-{digest[:32]}"
 
 
-def _eligibility(ctx: DeliveryContext, due: list[Due]) -> tuple[list[Due], list[tuple[Due, str]]]:
+def _eligibility(
+    ctx: DeliveryContext, due: list[Due]
+) -> tuple[list[Due], list[tuple[Due, str]], dict[str, sa.RowMapping]]:
+    """Which due steps may still go, why the others may not, and their sequences (for rendering)."""
     keys = list({d.sequence_key for d in due})
     emails = list({d.email for d in due})
     seqs = mirror.load_sequences(ctx.engine, keys)
@@ -111,7 +114,7 @@ def _eligibility(ctx: DeliveryContext, due: list[Due]) -> tuple[list[Due], list[
             ok.append(d)
     if booked_keys:
         mirror.set_status(ctx.engine, booked_keys, "exited", "booked a call", ctx.clock.now())
-    return ok, skips
+    return ok, skips, seqs
 
 
 def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping) -> dict:
@@ -181,13 +184,12 @@ def deliver(ctx: DeliveryContext, due: list[Due]) -> DeliveryReport:
     now = ctx.clock.now()
     ready = [d for d in due if d.due_at <= now]
     report.not_yet_due = len(due) - len(ready)
-    ok, skips = _eligibility(ctx, ready)
+    ok, skips, seqs = _eligibility(ctx, ready)
     ledger.mark_skipped(ctx.engine, skips, now)
     report.skipped.extend({"email": d.email, "step": d.step, "reason": why} for d, why in skips)
 
     claims = ledger.claim(ctx.engine, ok, run_id=ctx.run_id, lease=ctx.lease)
     report.already_done = len(ok) - len(claims)
-    seqs = mirror.load_sequences(ctx.engine, list({c.sequence_key for c in claims}))
 
     # Resumed claims go out again exactly as frozen, in their original batches (same key, same bytes).
     resumed: dict[str, list[tuple[Claim, dict]]] = {}

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+
+# Contacts and sequences are keyed on the address as typed, lower-cased and trimmed.
+LowerEmail = Annotated[str, AfterValidator(lambda value: value.strip().lower())]
 
 
 class ContactRecord(BaseModel):
-    email: str
+    email: LowerEmail
     first_name: str
     business_name: str | None = None
     segment: str | None = None
@@ -18,15 +23,10 @@ class ContactRecord(BaseModel):
     crm_id: str | None = None
     edited_at: dt.datetime | None = None
 
-    @field_validator("email")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.strip().lower()
-
 
 class SequenceRecord(BaseModel):
     sequence_key: str  # deterministic from (email, campaign); also the create's client key
-    email: str
+    email: LowerEmail
     campaign: str
     first_name: str
     business_name: str | None = None
@@ -41,11 +41,6 @@ class SequenceRecord(BaseModel):
     completed: bool = False
     crm_id: str | None = None
     edited_at: dt.datetime | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.strip().lower()
 
 
 class SequenceUpdate(BaseModel):

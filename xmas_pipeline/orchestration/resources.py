@@ -47,32 +47,10 @@ class XmasResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets_from_env: bool = False) -> "XmasResource":
-        values = {
-            "home": str(settings.home),
-            "database_url": settings.database_url,
-            "campaign_file": str(settings.campaign_file),
-            "now": settings.now.isoformat() if settings.now else None,
-            "day_seconds": settings.day_seconds,
-            "claim_lease_s": settings.claim_lease_s,
-            "crm": settings.crm,
-            "notion_token": settings.notion_token,
-            "notion_contacts_db": settings.notion_contacts_db,
-            "notion_sequences_db": settings.notion_sequences_db,
-            "notion_templates_db": settings.notion_templates_db,
-            "notion_api_url": settings.notion_api_url,
-            "notion_rate": settings.notion_rate,
-            "notion_retry_base_s": settings.notion_retry_base_s,
-            "mailer": settings.mailer,
-            "smtp_host": settings.smtp_host,
-            "smtp_port": settings.smtp_port,
-            "smtp_user": settings.smtp_user,
-            "smtp_password": settings.smtp_password,
-            "smtp_tls": settings.smtp_tls,
-            "resend_api_key": settings.resend_api_key,
-            "resend_api_url": settings.resend_api_url,
-            "public_url": settings.public_url,
-            "unsubscribe_secret": settings.unsubscribe_secret,
-        }
+        values = {name: getattr(settings, name) for name in cls.model_fields}
+        # Dagster config holds plain values: paths and instants travel as strings.
+        values.update(home=str(settings.home), campaign_file=str(settings.campaign_file),
+                      now=settings.now.isoformat() if settings.now else None)
         if secrets_from_env:
             for field, var in [
                 ("notion_token", "NOTION_TOKEN"),

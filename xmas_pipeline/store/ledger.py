@@ -148,38 +148,35 @@ def freeze(engine: sa.Engine, claims: list[Claim], messages: dict[int, dict], ba
                 )
 
 
+def _settle(engine: sa.Engine, outcomes: list[tuple[Claim, dict]]) -> None:
+    """Record outcomes on rows this run still owns (a claim taken over by another run is left alone)."""
+    with engine.begin() as conn:
+        for cl, values in outcomes:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
+                .values(**values)
+            )
+
+
 def mark_sent(
     engine: sa.Engine, results: list[tuple[Claim, str, str | None]], now: dt.datetime
 ) -> None:
     """``results``: (claim, provider name, provider id)."""
-    with engine.begin() as conn:
-        for cl, provider, provider_id in results:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
-                .values(status="sent", provider=provider, provider_id=provider_id, sent_at=now, reason=None)
-            )
+    _settle(engine, [
+        (cl, dict(status="sent", provider=provider, provider_id=provider_id, sent_at=now, reason=None))
+        for cl, provider, provider_id in results
+    ])
 
 
 def mark_failed(engine: sa.Engine, failures: list[tuple[Claim, str]]) -> None:
-    with engine.begin() as conn:
-        for cl, error in failures:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
-                .values(status="failed", reason=error[:4000])
-            )
+    """Not sent, worth another try by a later run (a template fixed, a provider back)."""
+    _settle(engine, [(cl, dict(status="failed", reason=error[:4000])) for cl, error in failures])
 
 
 def mark_refused(engine: sa.Engine, refusals: list[tuple[Claim, str]]) -> None:
     """The provider refused for good: final (``skipped``), so no later run sends it again."""
-    with engine.begin() as conn:
-        for cl, reason in refusals:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
-                .values(status="skipped", reason=reason[:4000], crm_synced=True)
-            )
+    _settle(engine, [(cl, dict(status="skipped", reason=why[:4000], crm_synced=True)) for cl, why in refusals])
 
 
 def release(engine: sa.Engine, claims: list[Claim]) -> None:
