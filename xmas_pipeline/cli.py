@@ -18,8 +18,17 @@ DAGSTER_YAML = """\
 # Written by `xmas run` for the embedded default (SQLite in this folder). Production: deploy/dagster.yaml.
 telemetry:
   enabled: false
-# One step at a time per pool: `notion` steps share Notion's ~3 requests/s, `mail` steps the provider's limit.
 concurrency:
+  runs:
+    max_concurrent_runs: 10
+    # Delivery runs (the schedule's and backfills') take at most 4 run slots, so an enrollment run
+    # (email 1) always finds one; enrollment runs also carry dagster/priority and jump the queue.
+    tag_concurrency_limits:
+      - key: xmas/kind
+        value: delivery
+        limit: 4
+  # One step at a time per pool: `notion` steps (only with XMAS_CRM=notion) share Notion's ~3 requests/s,
+  # `mail` steps the provider's limit.
   pools:
     default_limit: 1
 # Runs whose process died give their pool slots back instead of blocking the queue.
@@ -148,9 +157,47 @@ def _fmt(ts: dt.datetime | None, tz) -> str:
     return ts.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if ts else "-"
 
 
+def step_state(row, seq, *, suppressed: str | None, now: dt.datetime, campaign, tz) -> str:
+    """What has happened, or will actually happen, to one step: the words `xmas contact` prints."""
+    from xmas_pipeline.campaign.durations import describe
+    from xmas_pipeline.campaign.timetable import campaign_day
+
+    if row is None:
+        return "not planned yet: the next delivery run plans it"
+    day = campaign_day(campaign, row.due_at) if row.due_at else None
+    if row.status == "sent":
+        event = f", {row.event}" if row.event else ""
+        return f"sent {_fmt(row.sent_at, tz)} via {row.provider} id {row.provider_id}{event}: {row.subject}"
+    if row.status == "external":
+        return f"sent elsewhere {_fmt(row.sent_at, tz)} ({row.reason})"
+    if row.status == "skipped":
+        return f"skipped: {row.reason}"
+    if row.status == "late":
+        return f"not sent, late: {row.reason}. To send it: backfill {day} with send_late: true (or `xmas send-due --day {day} --send-late`)"
+    if row.status == "expired":
+        return f"will not be sent: {row.reason}"
+    if row.status == "held":
+        return f"held for a person: {row.reason}"
+    if row.status == "claimed":
+        return f"being sent since {_fmt(row.claimed_at, tz)} (resumed automatically if that run died)"
+    exit = f" ({seq['exit_reason']})" if seq["exit_reason"] else ""
+    if seq["status"] not in ("active",):
+        return f"will not be sent: sequence {seq['status']}{exit}; recorded as skipped when it falls due"
+    if suppressed:
+        return f"will not be sent: suppressed ({suppressed}); recorded as skipped when it falls due"
+    failed = f"failed last time ({row.reason}); " if row.status == "failed" else ""
+    if row.due_at > now:
+        return f"{failed}scheduled for {_fmt(row.due_at, tz)}"
+    late_by = now - row.due_at
+    max_late = campaign.late_send.max_lateness
+    if late_by > max_late and not row.late_ok:
+        return (f"{failed}due since {_fmt(row.due_at, tz)}, {describe(late_by)} ago, over max_lateness {describe(max_late)}: "
+                f"the next delivery tick records it late instead of sending it; backfill {day} with send_late: true to send it")
+    return f"{failed}due since {_fmt(row.due_at, tz)}: goes with the next delivery tick"
+
+
 def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.campaign.loader import load_campaign
-    from xmas_pipeline.campaign.timetable import due_at
     from xmas_pipeline.store import ledger, mirror, suppressions
     from xmas_pipeline.store.db import engine_for
 
@@ -178,58 +225,71 @@ def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
         exit = f" ({seq['exit_reason']})" if seq["exit_reason"] else ""
         _print(f"sequence  {seq['campaign']}: {seq['status']}{exit}, segment {seq['segment']}, anchored {_fmt(seq['signup_at'], tz)}")
         for step in campaign.steps:
-            when = due_at(campaign, seq["signup_at"], step.number, settings.day_seconds)
             row = rows.get((seq["sequence_key"], step.number))
-            if row is not None and row.status == "sent":
-                event = f", {row.event}" if row.event else ""
-                line = f"sent {_fmt(row.sent_at, tz)} via {row.provider} id {row.provider_id}{event}: {row.subject}"
-            elif row is not None and row.status == "external":
-                line = f"sent elsewhere {_fmt(row.sent_at, tz)} ({row.reason})"
-            elif row is not None and row.status == "skipped":
-                line = f"skipped: {row.reason}"
-            elif row is not None and row.status == "failed":
-                line = f"failed (will be retried): {row.reason}"
-            elif row is not None and row.status == "claimed":
-                line = f"sending since {_fmt(row.claimed_at, tz)} (resumed automatically if that run died)"
-            elif seq["status"] != "active":
-                line = f"will not be sent: sequence {seq['status']}{exit}"
-            elif email in supp:
-                line = f"will not be sent: suppressed ({supp[email]})"
-            elif when >= campaign.end:
-                line = "will not be sent: expired (due after the campaign end)"
-            elif when <= now:
-                line = f"due since {_fmt(when, tz)} (goes with the next delivery run)"
-            else:
-                line = f"scheduled for {_fmt(when, tz)}"
-            _print(f"  step {step.number}  {line}")
+            state = step_state(row, seq, suppressed=supp.get(email), now=now, campaign=campaign, tz=tz)
+            _print(f"  step {step.number}  {state}")
     return 0
 
 
-# --- xmas send-due, stop, unsubscribe -----------------------------------------------------------
+# --- xmas send-due, retry, stop, unsubscribe ------------------------------------------------------
 
 
 def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.backends import delivery_context
-    from xmas_pipeline.campaign.timetable import campaign_day, compute_emails_due
+    from xmas_pipeline.campaign.timetable import campaign_day, day_bounds
     from xmas_pipeline.delivery import deliver
-    from xmas_pipeline.store import ledger, mirror
-    from xmas_pipeline.store.ledger import Due
+    from xmas_pipeline.planning import plan_unplanned
+    from xmas_pipeline.store import ledger
 
     ctx = delivery_context(settings, run_id="cli")
-    day = dt.date.fromisoformat(args.day) if args.day else campaign_day(ctx.campaign, ctx.clock.now())
-    due = compute_emails_due(
-        ctx.campaign, mirror.sequences_frame(ctx.engine, ctx.campaign.name), ledger.finished_steps(ctx.engine),
-        day, day_seconds=ctx.clock.day_seconds,
-    )
-    report = deliver(ctx, [Due(r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime()) for r in due.itertuples()])
-    _print(f"{day}: {len(due)} due, {len(report.sent)} sent, {len(report.skipped)} skipped, "
+    now = ctx.clock.now()
+    today = campaign_day(ctx.campaign, now)
+    try:
+        day = dt.date.fromisoformat(args.day) if args.day else today
+    except ValueError:
+        _print(f"--day {args.day!r} is not a date; write YYYY-MM-DD")
+        return 2
+    plan_unplanned(ctx.engine, ctx.campaign, day_seconds=ctx.clock.day_seconds, now=now)
+    start, end = day_bounds(ctx.campaign, day)
+    due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=day >= today)
+    report = deliver(ctx, ledger.dues(due), send_late=args.send_late)
+    _print(f"{day}: {len(due)} owed, {len(report.sent)} sent, {len(report.skipped)} skipped, {len(report.late)} late, "
            f"{len(report.failed)} failed, {len(report.in_doubt)} in doubt, {report.not_yet_due} not yet due")
     for f in report.failed:
         _print(f"  failed {f['email']} step {f['step']}: {f['error']}")
+    if report.late:
+        _print(f"  {len(report.late)} step(s) over max_lateness recorded late; send them with --send-late")
     if report.stopped:
         _print(f"stopped early: {report.stopped}")
         return 2
     return 1 if report.failed or report.in_doubt else 0
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from xmas_pipeline.campaign.loader import load_campaign
+    from xmas_pipeline.campaign.timetable import day_bounds
+    from xmas_pipeline.store import ledger
+    from xmas_pipeline.store.db import engine_for
+
+    statuses = [s for s, wanted in (("skipped", args.skipped), ("held", args.held)) if wanted]
+    if not statuses:
+        _print("say what to put back: --skipped and/or --held (see `xmas retry --help`)")
+        return 2
+    campaign = load_campaign(settings.campaign_file)
+    start = end = None
+    if args.day:
+        try:
+            start, end = day_bounds(campaign, dt.date.fromisoformat(args.day))
+        except ValueError:
+            _print(f"--day {args.day!r} is not a date; write YYYY-MM-DD")
+            return 2
+    rows = ledger.put_back(engine_for(settings.database_url), statuses, reason_contains=args.reason, due_from=start, due_to=end)
+    for r in rows[:50]:
+        _print(f"  {r.email} step {r.step} ({r.status}: {r.reason})")
+    if len(rows) > 50:
+        _print(f"  ... and {len(rows) - 50} more")
+    _print(f"{len(rows)} step(s) put back; the next delivery tick sends them (or run `xmas send-due`)")
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -271,8 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     contact.set_defaults(func=cmd_contact)
 
     send = sub.add_parser("send-due", help="send what is due on a campaign day now, without Dagster")
-    send.add_argument("--day", help="YYYY-MM-DD in the campaign timezone (default: today)")
+    send.add_argument("--day", help="YYYY-MM-DD in the campaign timezone (default: today, which also sends earlier days' leftovers)")
+    send.add_argument("--send-late", action="store_true", help="also send steps later than the campaign's max_lateness")
     send.set_defaults(func=cmd_send_due)
+
+    retry = sub.add_parser("retry", help="put skipped or held steps back so the next delivery tick sends them")
+    retry.add_argument("--skipped", action="store_true", help="steps skipped (e.g. refused while the setup was wrong)")
+    retry.add_argument("--held", action="store_true", help="steps held because the provider's answer was unclear")
+    retry.add_argument("--reason", help="only steps whose reason contains this text (case-insensitive)")
+    retry.add_argument("--day", help="only steps due on this campaign day (YYYY-MM-DD)")
+    retry.set_defaults(func=cmd_retry)
 
     stop = sub.add_parser("stop", help="stop a contact's sequences (e.g. they booked by phone)")
     stop.add_argument("email")

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from xmas_pipeline.campaign.loader import load_campaign
-from xmas_pipeline.orchestration.assets import build_assets
-from xmas_pipeline.orchestration.jobs import delivery_job, enroll_signups_job
+from xmas_pipeline.orchestration.assets import build_assets, build_overdue_check
+from xmas_pipeline.orchestration.jobs import build_enroll_job, delivery_job
 from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.orchestration.schedules import build_delivery_schedule
 from xmas_pipeline.orchestration.sensors import build_signup_sensor
@@ -13,12 +13,15 @@ from xmas_pipeline.settings import Settings, load_settings
 
 def build_definitions(settings: Settings, resource: XmasResource | None = None) -> dg.Definitions:
     campaign = load_campaign(settings.campaign_file)
-    assets = build_assets(campaign)
-    daily = delivery_job(dg.AssetSelection.assets(*assets))
+    assets = build_assets(campaign, settings)
+    overdue = build_overdue_check(assets[-1], settings.delivery_cron)
+    daily = delivery_job(dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(overdue))
+    enroll = build_enroll_job(settings.crm)
     return dg.Definitions(
         assets=assets,
-        jobs=[enroll_signups_job, daily],
-        sensors=[build_signup_sensor(settings.sensor_interval_s)],
+        asset_checks=[overdue],
+        jobs=[enroll, daily],
+        sensors=[build_signup_sensor(settings.sensor_interval_s, enroll)],
         schedules=[build_delivery_schedule(daily, campaign, settings.delivery_cron)],
         resources={"xmas": resource or XmasResource.from_settings(settings, secrets_from_env=True)},
     )

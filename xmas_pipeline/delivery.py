@@ -1,17 +1,18 @@
-"""Use case: send the steps that have come due, exactly once.
+"""Use case: send the steps whose time has come, exactly once.
 
-For each due step whose time has come: check it may still go (not suppressed, sequence active, no call
-booked, campaign not over), claim its ledger row, render it, freeze the rendered message in the row,
-hand it to the sender with an idempotency key derived from the row, record the outcome. A claim left
-by a crashed run is resumed later with the same key and the same bytes. Afterwards the "Email N Sent"
-dates go back to the CRM, one call per sequence.
+For the steps it is given, a delivery run decides what may go (suppressed, stopped, booked: skipped
+with the reason; later than the journey's ``max_lateness``: recorded late unless the run was asked to
+``send_late``), then works batch by batch: claim the batch's ledger rows, render, freeze the rendered
+messages in the rows, renew the claim (the fence), hand the batch to the sender under an idempotency
+key, record the outcome on the rows it still holds. A run that finds it lost a claim stops sending. A
+batch whose run died in doubt is taken over whole after the lease and resent with the same key and the
+same bytes. Afterwards the "Email N Sent" dates and any stops go back to the CRM, one call per sequence.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,17 +20,18 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from xmas_pipeline.campaign.clock import Clock
+from xmas_pipeline.campaign.clock import Clock, wall_now
+from xmas_pipeline.campaign.durations import describe
 from xmas_pipeline.campaign.models import Campaign
 from xmas_pipeline.campaign.rendering import TemplateError, TemplateSource, render
+from xmas_pipeline.campaign.timetable import local_time
 from xmas_pipeline.campaign.tokens import unsubscribe_token
 from xmas_pipeline.campaign.variables import build_variables
 from xmas_pipeline.crm.base import CRM, SequenceUpdate
-from xmas_pipeline.mail.base import OutgoingMessage, QuotaExceeded, SendError, Sender
+from xmas_pipeline.mail.base import ConfigurationError, NotSent, OutgoingMessage, QuotaExceeded, SendError, Sender
 from xmas_pipeline.mail.compose import compose, unsubscribe_url
 from xmas_pipeline.store import ledger, mirror, suppressions
 from xmas_pipeline.store.ledger import Claim, Due
-from xmas_pipeline.store.schema import deliveries, sequences
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ class DeliveryContext:
     unsubscribe_secret: str
     run_id: str | None = None
     lease: dt.timedelta = ledger.DEFAULT_LEASE
+    # Leases are about real processes, so they follow the wall clock even when the campaign clock is
+    # pinned; tests pass their own to move it.
+    wall: Callable[[], dt.datetime] = wall_now
     _templates: dict[str, TemplateSource] | None = field(default=None, repr=False)
 
     @property
@@ -63,39 +68,46 @@ class DeliveryContext:
 class DeliveryReport:
     sent: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
+    late: list[dict] = field(default_factory=list)  # not sent: later than max_lateness (a send_late backfill sends them)
+    failed: list[dict] = field(default_factory=list)  # retried by a later run
+    held: list[dict] = field(default_factory=list)  # the provider's answer leaves it unclear: an operator decides
+    in_doubt: list[dict] = field(default_factory=list)  # handed over, outcome unknown: resumed after the lease
+    lost: list[dict] = field(default_factory=list)  # claims another run took over from this one
     not_yet_due: int = 0
-    already_done: int = 0
+    already_done: int = 0  # finished, or in another run's hands
     resumed: int = 0
-    in_doubt: list[dict] = field(default_factory=list)  # handed to the provider, outcome unknown: resumed later
     crm_errors: list[str] = field(default_factory=list)
-    stopped: str | None = None  # why the run stopped early (provider quota)
+    stopped: str | None = None  # why the run stopped sending early
+    configuration_error: bool = False  # the stop needs a person to fix the setup
 
     def merge(self, other: DeliveryReport) -> None:
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if isinstance(mine, list):
                 mine.extend(theirs)
+            elif isinstance(mine, bool):
+                setattr(self, f.name, mine or theirs)
             elif isinstance(mine, int):
                 setattr(self, f.name, mine + theirs)
             elif theirs:
                 setattr(self, f.name, theirs)
 
 
-def _batch_key(claims: list[Claim]) -> str:
-    digest = hashlib.sha256("\n".join(c.idempotency_key for c in claims).encode()).hexdigest()
-    return f"xmas-batch-{digest[:32]}"
+def _row(claim_or_due: Claim | Due, **extra) -> dict:
+    return {"email": claim_or_due.email, "step": claim_or_due.step, **extra}
 
 
 def _eligibility(
-    ctx: DeliveryContext, due: list[Due]
+    ctx: DeliveryContext, due: list[Due], *, send_late: bool
 ) -> tuple[list[Due], list[tuple[Due, str]], dict[str, sa.RowMapping]]:
-    """Which due steps may still go, why the others may not, and their sequences (for rendering)."""
+    """Which steps may still go, why the others may not, and their sequences (for rendering)."""
     keys = list({d.sequence_key for d in due})
     emails = list({d.email for d in due})
     seqs = mirror.load_sequences(ctx.engine, keys)
     suppressed = suppressions.suppressed(ctx.engine, emails)
     booking = mirror.booking_statuses(ctx.engine, emails)
+    # A send_late backfill may reach a sequence that completed because its late steps counted as done.
+    allowed = {"active", "completed"} if send_late else {"active"}
     ok, skips, booked_keys = [], [], []
     for d in due:
         seq = seqs.get(d.sequence_key)
@@ -103,13 +115,11 @@ def _eligibility(
             skips.append((d, "no such sequence"))
         elif d.email in suppressed:
             skips.append((d, f"suppressed: {suppressed[d.email]}"))
-        elif seq["status"] != "active":
+        elif seq["status"] not in allowed:
             skips.append((d, f"sequence {seq['status']}" + (f": {seq['exit_reason']}" if seq["exit_reason"] else "")))
         elif (booking.get(d.email) or "").strip().lower() in BOOKED:
             skips.append((d, "booked a call"))
             booked_keys.append(d.sequence_key)
-        elif d.due_at >= ctx.campaign.end:
-            skips.append((d, "expired: due after the campaign end"))
         else:
             ok.append(d)
     if booked_keys:
@@ -117,7 +127,7 @@ def _eligibility(
     return ok, skips, seqs
 
 
-def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping) -> dict:
+def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) -> dict:
     step = ctx.campaign.step(claim.step)
     template = ctx.templates.get(step.template)
     if template is None:
@@ -138,7 +148,7 @@ def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping) -> dict:
         campaign=ctx.campaign,
         rendered=rendered,
         to=claim.email,
-        key=claim.idempotency_key,
+        key=key,
         unsub_url=unsub,
         token=token,
         tags={"campaign": ctx.campaign.slug, "step": str(claim.step), "segment": seq["segment"]},
@@ -146,106 +156,216 @@ def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping) -> dict:
     return dataclasses.asdict(message)
 
 
-def _send_batch(ctx: DeliveryContext, batch_key: str, items: list[tuple[Claim, dict]], report: DeliveryReport) -> None:
-    messages = [OutgoingMessage(**m) for _, m in items]
-    try:
-        results = ctx.sender.send(batch_key, messages)
-    except QuotaExceeded:
-        raise
-    except SendError as exc:
-        # The provider may or may not have them: the claims stay, and a later run resumes them with the same key.
-        for claim, m in items:
-            report.in_doubt.append({"email": claim.email, "step": claim.step, "error": str(exc)})
-        log.warning("send of batch %s failed, will resume after the lease: %s", batch_key, exc)
-        return
-    now = ctx.clock.now()
-    sent, failed, refused = [], [], []
-    for (claim, m), result in zip(items, results):
-        if result.ok:
-            sent.append((claim, ctx.sender.name, result.provider_id))
-            report.sent.append(
-                {"email": claim.email, "step": claim.step, "subject": m["subject"], "provider_id": result.provider_id}
-            )
-        elif result.permanent:
-            # The provider will never take this message (bad address, conflicting key): stop, don't loop.
-            refused.append((claim, f"refused by {ctx.sender.name}: {result.error}"))
-            report.failed.append({"email": claim.email, "step": claim.step, "error": refused[-1][1]})
-        else:
-            failed.append((claim, result.error or "refused"))
-            report.failed.append({"email": claim.email, "step": claim.step, "error": result.error})
-    ledger.mark_sent(ctx.engine, sent, now)
-    ledger.mark_failed(ctx.engine, failed)
-    ledger.mark_refused(ctx.engine, refused)
+@dataclass
+class _Batch:
+    key: str  # the provider's idempotency key for this exact group of messages
+    items: list[tuple[Claim, dict]]
+    resumed: bool = False
 
 
-def deliver(ctx: DeliveryContext, due: list[Due]) -> DeliveryReport:
-    """Send what is due now among ``due``; later steps wait for a later run."""
-    report = DeliveryReport()
-    now = ctx.clock.now()
-    ready = [d for d in due if d.due_at <= now]
-    report.not_yet_due = len(due) - len(ready)
-    ok, skips, seqs = _eligibility(ctx, ready)
-    ledger.mark_skipped(ctx.engine, skips, now)
-    report.skipped.extend({"email": d.email, "step": d.step, "reason": why} for d, why in skips)
+class DeliveryRun:
+    """One run's sending, in phases a caller can also drive one at a time (tests of the fence do).
 
-    claims = ledger.claim(ctx.engine, ok, run_id=ctx.run_id, lease=ctx.lease)
-    report.already_done = len(ok) - len(claims)
+    ``run()`` is ``prepare()``, then ``claim_next()`` and ``send_next()`` until nothing is left, then
+    ``finish()``.
+    """
 
-    # Resumed claims go out again exactly as frozen, in their original batches (same key, same bytes).
-    resumed: dict[str, list[tuple[Claim, dict]]] = {}
-    fresh: list[tuple[Claim, dict]] = []
-    failures: list[tuple[Claim, str]] = []
-    for claim in claims:
-        if claim.resumed and claim.message:
-            resumed.setdefault(claim.batch_key or claim.idempotency_key, []).append((claim, claim.message))
-            continue
-        try:
-            fresh.append((claim, _render(ctx, claim, seqs[claim.sequence_key])))
-        except TemplateError as exc:
-            failures.append((claim, str(exc)))
-            report.failed.append({"email": claim.email, "step": claim.step, "error": str(exc)})
-    ledger.mark_failed(ctx.engine, failures)
-    report.resumed = sum(len(v) for v in resumed.values())
+    def __init__(self, ctx: DeliveryContext, due: list[Due], *, send_late: bool = False) -> None:
+        self.ctx = ctx
+        self.due = due
+        self.send_late = send_late
+        self.token = ledger.new_token()
+        self.report = DeliveryReport()
+        self._queue: list[Due] = []
+        self._batches: list[_Batch] = []
+        self._seqs: dict[str, sa.RowMapping] = {}
+        self._touched: set[str] = set()
 
-    batches = list(resumed.items())
-    size = max(1, ctx.sender.max_batch)
-    for start in range(0, len(fresh), size):
-        chunk = fresh[start : start + size]
-        batches.append((_batch_key([c for c, _ in chunk]), chunk))
+    @property
+    def size(self) -> int:
+        return max(1, self.ctx.sender.max_batch)
 
-    for index, (batch_key, items) in enumerate(batches):
-        ledger.freeze(
-            ctx.engine,
-            [c for c, _ in items],
-            {c.id: m for c, m in items},
-            {c.id: batch_key for c, _ in items},
+    # -- deciding ----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Set aside what is not due yet, record what may not go (skipped) or is too late, queue the rest."""
+        ctx, report = self.ctx, self.report
+        now = ctx.clock.now()
+        max_late = ctx.campaign.late_send.max_lateness
+        ready = [d for d in self.due if d.due_at <= now and (self.send_late or d.status != ledger.LATE)]
+        report.not_yet_due = sum(1 for d in self.due if d.due_at > now)
+        expired = [d for d in ready if d.due_at >= ctx.campaign.end]
+        ready = [d for d in ready if d.due_at < ctx.campaign.end]
+        ok, skips, self._seqs = _eligibility(ctx, ready, send_late=self.send_late)
+        skips += [(d, f"expired: due {local_time(ctx.campaign, d.due_at)}, after the campaign end") for d in expired]
+        ledger.mark_skipped(ctx.engine, skips, stale_before=ctx.wall() - ctx.lease)
+        report.skipped.extend(_row(d, reason=why) for d, why in skips)
+
+        lates = []
+        for d in ok:
+            late_by = now - d.due_at
+            # A claim already in flight is finished whatever its age: its message may be with the provider.
+            if late_by > max_late and not (self.send_late or d.late_ok) and d.status != ledger.CLAIMED:
+                why = (f"late: due {local_time(ctx.campaign, d.due_at)}, reached {describe(late_by)} later "
+                       f"(max_lateness {describe(max_late)}); a backfill of that day with send_late: true sends it")
+                lates.append((d, late_by, why))
+            else:
+                self._queue.append(d)
+        ledger.mark_late(ctx.engine, lates)
+        report.late.extend(_row(d, reason=why, late_by_s=int(by.total_seconds())) for d, by, why in lates)
+        self._touched.update(d.sequence_key for d in self.due if d.due_at <= now)
+
+    # -- claiming ----------------------------------------------------------------------------------
+
+    def claim_next(self) -> bool:
+        """Claim, render and freeze the next batch of queued steps. False when the queue is empty or the run stopped."""
+        ctx, report = self.ctx, self.report
+        while self._queue and self.report.stopped is None:
+            chunk, self._queue = self._queue[: self.size], self._queue[self.size :]
+            ids = [d.id for d in chunk]
+            taken: set[int] = set()
+            wall = ctx.wall()
+            # In-doubt batches first, whole: same key, same bytes, so the provider can recognise them.
+            for key in ledger.expired_batches(ctx.engine, ids, wall, ctx.lease):
+                claims = ledger.take_over(ctx.engine, key, token=self.token, wall=wall, lease=ctx.lease, run_id=ctx.run_id)
+                if claims:
+                    self._batches.append(_Batch(key, [(cl, cl.message) for cl in claims], resumed=True))
+                    report.resumed += len(claims)
+                    taken.update(cl.id for cl in claims)
+            fresh = ledger.claim(ctx.engine, [i for i in ids if i not in taken], token=self.token, wall=wall,
+                                 lease=ctx.lease, run_id=ctx.run_id, send_late=self.send_late)
+            report.already_done += len(ids) - len(fresh) - len(taken & set(ids))
+            if fresh:
+                self._freeze(fresh)
+            if self._batches:
+                return True
+        return False
+
+    def _freeze(self, claims: list[Claim]) -> None:
+        ctx = self.ctx
+        batches: list[_Batch] = []
+        fresh: list[tuple[Claim, dict, int]] = []
+        failures = []
+        for cl in claims:
+            if cl.message is not None:  # handed over before and refused for now: the same bytes, on their own key
+                batches.append(_Batch(cl.message["key"], [(cl, cl.message)]))
+                continue
+            handoffs = cl.handoffs + 1
+            try:
+                message = _render(ctx, cl, self._seqs[cl.sequence_key], ledger.provider_key(cl.key, handoffs))
+            except (TemplateError, KeyError) as exc:
+                reason = str(exc) if isinstance(exc, TemplateError) else f"no sequence {cl.sequence_key}"
+                failures.append((cl.id, ledger.failed(reason, keep_message=False)))
+                self.report.failed.append(_row(cl, error=reason))
+                continue
+            fresh.append((cl, message, handoffs))
+        if failures:
+            ledger.settle(ctx.engine, self.token, failures)
+        if fresh:
+            keys = [m["key"] for _, m, _ in fresh]
+            key = keys[0] if len(fresh) == 1 else ledger.batch_key(keys, self.token)
+            batches.insert(0, _Batch(key, [(cl, m) for cl, m, _ in fresh]))
+        handoffs = {cl.id: h for cl, _, h in fresh}
+        lost = ledger.freeze(
+            ctx.engine, self.token,
+            [(cl, m, b.key, handoffs.get(cl.id, cl.handoffs)) for b in batches for cl, m in b.items],
         )
+        if lost:
+            self._batches.extend(batches)
+            self._lost([cl for b in batches for cl, _ in b.items if cl.id in lost])
+            return
+        self._batches.extend(batches)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def send_next(self) -> bool:
+        """Hand the next frozen batch to the provider if this run still holds it. False when none is left."""
+        if not self._batches or self.report.stopped is not None:
+            return False
+        ctx, report = self.ctx, self.report
+        batch = self._batches.pop(0)
+        held = ledger.renew(ctx.engine, self.token, ctx.wall())
+        if any(cl.id not in held for cl, _ in batch.items):
+            self._lost([cl for cl, _ in batch.items if cl.id not in held])
+            return False
+        messages = [OutgoingMessage(**m) for _, m in batch.items]
         try:
-            _send_batch(ctx, batch_key, items, report)
-        except QuotaExceeded as exc:
+            results = ctx.sender.send(batch.key, messages)
+        except NotSent as exc:
             report.stopped = str(exc)
-            leftover = [c for _, later in batches[index:] for c, _ in later]
-            ledger.release(ctx.engine, [c for c, _ in items])  # frozen but refused: keep for resume
-            ledger.release(ctx.engine, leftover)
-            break
+            report.configuration_error = isinstance(exc, ConfigurationError)
+            # The provider took none of it: every claim this run never handed over goes back, retryable.
+            # (A resumed batch stays claimed: the run that died may have handed it over.)
+            self._batches.insert(0, batch)
+            give_back = self._never_handed_over()
+            ledger.release(ctx.engine, self.token, give_back, f"not sent: {exc}")
+            report.failed.extend(_row(cl, error=f"not sent: {exc}") for cl, _ in batch.items)
+            log.error("stopped sending: %s", exc)
+            return False
+        except SendError as exc:
+            # The provider may or may not have them: the claims stay, and a later run resumes the batch.
+            report.in_doubt.extend(_row(cl, error=str(exc)) for cl, _ in batch.items)
+            log.warning("send of batch %s failed, will resume after the lease: %s", batch.key, exc)
+            return True
+        now = ctx.clock.now()
+        outcomes = []
+        for (cl, m), result in zip(batch.items, results):
+            if result.ok:
+                outcomes.append((cl.id, ledger.sent(ctx.sender.name, result.provider_id, now)))
+                report.sent.append(_row(cl, subject=m["subject"], provider_id=result.provider_id))
+            elif result.uncertain:
+                outcomes.append((cl.id, ledger.held(result.error or "outcome unclear")))
+                report.held.append(_row(cl, error=result.error))
+            elif result.permanent:
+                why = f"refused by {ctx.sender.name}: {result.error}"
+                outcomes.append((cl.id, ledger.refused(why)))
+                report.skipped.append(_row(cl, reason=why))
+            else:
+                outcomes.append((cl.id, ledger.failed(result.error or "refused for now", keep_message=True)))
+                report.failed.append(_row(cl, error=result.error))
+        lost = ledger.settle(ctx.engine, self.token, outcomes)
+        if lost:
+            # Sent by us after another run took the claim over: that run resends the same key and bytes,
+            # which the provider recognises (Resend, outbox); SMTP has no such key (see README).
+            self._lost([cl for cl, _ in batch.items if cl.id in lost])
+        return True
 
-    _complete_finished(ctx)
-    report.crm_errors.extend(sync_crm(ctx))
-    return report
+    def _lost(self, claims: list[Claim]) -> None:
+        report = self.report
+        report.lost.extend(_row(cl) for cl in claims)
+        report.stopped = (f"lost the claim on {len(claims)} message(s) to another run (its lease ran out); "
+                          f"stopped sending: the other run sends them")
+        # Frozen batches this run never handed over are given back now rather than at the end of the lease.
+        ledger.release(self.ctx.engine, self.token, self._never_handed_over(), "not sent: the run that claimed it stopped")
+        log.warning(report.stopped)
+
+    def _never_handed_over(self) -> list[int]:
+        """Empty the batch list; the ids of claims no provider ever saw (resumed batches may have been seen)."""
+        ids = [cl.id for b in self._batches if not b.resumed for cl, _ in b.items]
+        self._batches.clear()
+        return ids
+
+    # -- after -------------------------------------------------------------------------------------
+
+    def finish(self) -> DeliveryReport:
+        ctx = self.ctx
+        if self._batches:  # stopped with batches never handed over
+            ledger.release(ctx.engine, self.token, self._never_handed_over(), "not sent: the run stopped before this message")
+        ledger.complete_sequences(ctx.engine, self._touched, ctx.clock.now())
+        self.report.crm_errors.extend(sync_crm(ctx))
+        return self.report
+
+    def run(self) -> DeliveryReport:
+        self.prepare()
+        while self.claim_next():
+            while self.send_next():
+                pass
+        return self.finish()
 
 
-def _complete_finished(ctx: DeliveryContext) -> None:
-    """A sequence whose last step is finished is completed."""
-    last = len(ctx.campaign.steps)
-    with ctx.engine.begin() as conn:
-        done = sa.select(deliveries.c.sequence_key).where(
-            deliveries.c.step == last, deliveries.c.status.in_(ledger.FINISHED)
-        )
-        conn.execute(
-            sequences.update()
-            .where(sequences.c.status == "active", sequences.c.sequence_key.in_(done))
-            .values(status="completed", updated_at=ctx.clock.now())
-        )
+def deliver(ctx: DeliveryContext, due: list[Due], *, send_late: bool = False) -> DeliveryReport:
+    """Send what is due now among ``due``; later steps wait for a later run."""
+    return DeliveryRun(ctx, due, send_late=send_late).run()
 
 
 def sync_crm(ctx: DeliveryContext) -> list[str]:

@@ -21,6 +21,7 @@ from xmas_pipeline.campaign.segments import classify
 from xmas_pipeline.campaign.tokens import sequence_key
 from xmas_pipeline.crm.base import ContactRecord, CRMSchemaError, SequenceRecord
 from xmas_pipeline.delivery import DeliveryContext, DeliveryReport, deliver
+from xmas_pipeline.planning import plan_sequence
 from xmas_pipeline.store import inbound, ledger, mirror
 from xmas_pipeline.store.ledger import Due
 from xmas_pipeline.store.suppressions import record_consent
@@ -110,8 +111,12 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
     current = mirror.get_sequence(ctx.engine, key)
     if current is not None:
         report.repeats.append(email)
+        if current["planned_at"] is None:
+            with ctx.engine.begin() as conn:
+                plan_sequence(conn, campaign, sequence_key=key, email=email, anchor=current["signup_at"],
+                              day_seconds=ctx.clock.day_seconds, now=now)
         # A repeat never restarts the timetable; step 1 is only retried if it never went.
-        return Due(key, 1, email, current["signup_at"]) if current["status"] == "active" else None
+        return ledger.step_one(ctx.engine, key) if current["status"] == "active" else None
 
     anchor = sent_elsewhere or event.received_at
     record = SequenceRecord(
@@ -132,6 +137,8 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
     record = ctx.crm.create_sequence(record, maybe_exists=retried)
     with ctx.engine.begin() as conn:
         mirror.insert_sequence(conn, record, profile.model_dump(mode="json"), now)
+        plan_sequence(conn, campaign, sequence_key=key, email=email, anchor=anchor,
+                      day_seconds=ctx.clock.day_seconds, now=now)
         record_consent(
             conn,
             email=email,
@@ -144,9 +151,9 @@ def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) ->
         )
     report.enrolled.append({"email": email, "segment": segment, "sequence_key": key})
     if sent_elsewhere:
-        ledger.record_external(ctx.engine, [(Due(key, 1, email, anchor), sent_elsewhere, "website")])
+        ledger.record_external(ctx.engine, [(campaign.name, key, 1, anchor, sent_elsewhere, "website")])
         return None
-    return Due(key, 1, email, anchor)
+    return ledger.step_one(ctx.engine, key)
 
 
 def _differs(old: ContactRecord, new: ContactRecord) -> bool:

@@ -11,7 +11,6 @@ from xmas_pipeline.campaign.clock import wall_now
 from xmas_pipeline.campaign.models import Campaign
 from xmas_pipeline.crm.base import CRM
 from xmas_pipeline.store import ledger, mirror
-from xmas_pipeline.store.ledger import Due
 
 # Notion rounds edit times down to the minute, so a cursor must look back past that rounding.
 OVERLAP = dt.timedelta(minutes=2)
@@ -68,7 +67,7 @@ def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.date
     mirror.upsert_sequences(engine, list(records.values()), now)
     # A step the CRM shows sent counts as sent (the website may send email 1 itself): never send it again.
     external = [
-        (Due(r.sequence_key, step, r.email, r.signup_at), sent_at, "crm")
+        (campaign.name, r.sequence_key, step, None, sent_at, "crm")
         for r in records.values()
         for step, sent_at in r.steps_sent.items()
         if 1 <= step <= len(campaign.steps)

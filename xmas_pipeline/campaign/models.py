@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator, model_validator
 
 from xmas_pipeline.campaign.clock import parse_instant
+from xmas_pipeline.campaign.durations import parse_duration
 
 
 class Segment(str, enum.Enum):
@@ -57,6 +58,23 @@ class Step(BaseModel):
     template: str = Field(description="Template name (a folder under templates/, or a Notion 'Template Name').")
 
 
+class LateSend(BaseModel):
+    """What happens to a step the system reaches long after it was due (the daemon was down, say)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_lateness: dt.timedelta = Field(
+        default=dt.timedelta(hours=24),
+        description="Later than this, the live path records the step as late instead of sending it; "
+        "a backfill with send_late: true sends it.",
+    )
+
+    @field_validator("max_lateness", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> dt.timedelta:
+        return parse_duration(value)
+
+
 class Campaign(BaseModel):
     """One season's campaign, as written in its YAML file."""
 
@@ -65,12 +83,16 @@ class Campaign(BaseModel):
     name: str = Field(description="Also the Notion 'Campaign' select value.")
     timezone: str
     start_date: dt.date = Field(description="The first daily partition.")
-    end: dt.datetime = Field(description="No step is sent at or after this moment (campaign timezone if naive).")
+    end: dt.datetime = Field(
+        description="Steps due at or after this moment are not sent; they are recorded as expired "
+        "(campaign timezone if naive)."
+    )
     deadline: dt.date = Field(description="The offer deadline the emails count down to.")
     booking_url: str
     sender: Sender
     steps: list[Step]
     template_source: str = Field(default="files", pattern="^(files|notion)$")
+    late_send: LateSend = Field(default_factory=LateSend)
     notion_properties: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="Overrides of Notion property names per database: {contacts|sequences|templates: {logical: actual}}.",

@@ -32,7 +32,8 @@ class SendResult:
     key: str
     provider_id: str | None = None
     error: str | None = None  # set when this message was not accepted
-    permanent: bool = False  # True: retrying the same message cannot succeed (bad address, 409 ...)
+    permanent: bool = False  # True: retrying the same message cannot succeed (bad address ...)
+    uncertain: bool = False  # True: the answer does not say whether it went (an operator must decide)
 
     @property
     def ok(self) -> bool:
@@ -43,8 +44,20 @@ class SendError(Exception):
     """The whole call failed; nothing in it may be assumed delivered or not (retry with the same key)."""
 
 
-class QuotaExceeded(SendError):
+class NotSent(SendError):
+    """The whole call failed before the provider accepted anything: safe to try again later."""
+
+
+class QuotaExceeded(NotSent):
     """The provider refuses more mail for now (daily/monthly quota): stop the run, do not spin."""
+
+
+class ConfigurationError(NotSent):
+    """The provider refuses because of our setup (credentials, unverified sender domain, wrong URL).
+
+    Nothing was sent and nothing will be until a person fixes the setup: the run fails loudly and the
+    messages stay retryable, instead of being skipped for good.
+    """
 
 
 class Sender(Protocol):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import requests
 
-from xmas_pipeline.mail.base import OutgoingMessage, QuotaExceeded, SendError, SendResult
+from xmas_pipeline.mail.base import ConfigurationError, OutgoingMessage, QuotaExceeded, SendError, SendResult
 from xmas_pipeline.mail.message import safe_header
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -168,9 +168,14 @@ class ResendSender:
                 continue
             if answer.status in (401, 403) and answer.name in ("missing_api_key", "invalid_api_key",
                                                                 "restricted_api_key"):
-                raise SendError(f"Resend rejected the API key ({answer.describe()}): check RESEND_API_KEY")
+                raise ConfigurationError(f"Resend rejected the API key ({answer.describe()}): check RESEND_API_KEY")
+            if answer.status == 403:
+                # e.g. "The example.com domain is not verified": true of every message from this sender.
+                raise ConfigurationError(f"Resend refused to send for this account ({answer.describe()}): verify the "
+                                         f"sender's domain at resend.com/domains or fix the campaign's sender.email")
             if answer.status in (404, 405):
-                raise SendError(f"Resend answered {answer.describe()} for {self.api_url}{path}: check api_url")
+                raise ConfigurationError(f"Resend answered {answer.describe()} for {self.api_url}{path}: "
+                                         f"check XMAS_RESEND_API_URL")
             return answer
 
     def _pace(self) -> None:
@@ -187,9 +192,14 @@ class ResendSender:
             self._not_before = time.monotonic() + reset
 
     def _results(self, messages: Sequence[OutgoingMessage], path: str, answer: _Answer) -> list[SendResult]:
+        if answer.status == 409 and answer.name == "invalid_idempotent_request":
+            # Resend already holds another message under this key: it may or may not have gone out, and
+            # neither resending nor skipping is safe. A person decides (`xmas retry --held`).
+            reason = (f"Resend already has a different message under key {messages[0].key if len(messages) == 1 else path}"
+                      f" ({answer.describe()}): check Resend's log for it, then `xmas retry --held` to send it anew")
+            return [SendResult(key=m.key, error=reason, uncertain=True) for m in messages]
         if answer.status >= 400:
-            # 409 invalid_idempotent_request, validation errors (400/403/422), ...: resending the same
-            # body cannot succeed, and a different body under the same key is refused, so fail loudly.
+            # Validation errors (400/422): resending the same body cannot succeed, so fail loudly.
             reason = f"Resend refused the {'batch' if len(messages) > 1 else 'email'}: {answer.describe()}"
             return [SendResult(key=m.key, error=reason, permanent=True) for m in messages]
         body = answer.body if isinstance(answer.body, dict) else None

@@ -6,7 +6,7 @@ import smtplib
 import ssl
 from typing import Literal, Sequence
 
-from xmas_pipeline.mail.base import OutgoingMessage, SendError, SendResult
+from xmas_pipeline.mail.base import ConfigurationError, NotSent, OutgoingMessage, SendResult
 from xmas_pipeline.mail.message import build_mime, safe_header, to_bytes
 
 TlsMode = Literal["starttls", "ssl", "none"]
@@ -61,7 +61,7 @@ class SmtpSender:
             return conn
         except smtplib.SMTPAuthenticationError as exc:
             _close(conn)
-            raise SendError(
+            raise ConfigurationError(
                 f"{self._where()} refused the login for user {self.user!r} "
                 f"({exc.smtp_code} {_text(exc.smtp_error)}): check the SMTP username and password (credentials)"
             ) from exc
@@ -71,16 +71,17 @@ class SmtpSender:
                 hint = "the server does not offer STARTTLS: check the TLS mode (port 465 needs tls='ssl')"
             else:
                 hint = "the server does not offer AUTH: check the TLS mode and whether this server needs a login"
-            raise SendError(f"{self._where()}: {hint} ({exc})") from exc
+            raise ConfigurationError(f"{self._where()}: {hint} ({exc})") from exc
         except ssl.SSLError as exc:
             _close(conn)
-            raise SendError(
+            raise ConfigurationError(
                 f"TLS failed with {self._where()}: {exc}. Check the TLS mode (465 = 'ssl', 587 = 'starttls') "
                 f"and that the server certificate is trusted for {self.host!r}"
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             _close(conn)
-            raise SendError(
+            # Nothing was handed over yet, so the messages can simply be tried again later.
+            raise NotSent(
                 f"cannot talk to {self._where()}: {exc!r}. Check the host, the port and the TLS mode "
                 f"(465 = 'ssl', 587 = 'starttls')"
             ) from exc
@@ -98,6 +99,13 @@ class SmtpSender:
             for index, msg in enumerate(messages):
                 try:
                     results.append(self._send_one(conn, msg))
+                except ConfigurationError as exc:
+                    if index == 0:
+                        raise
+                    # Earlier messages were accepted and must be recorded as sent: the rest wait for the
+                    # next run, whose first message will raise this again if the setup is still wrong.
+                    results.extend(SendResult(key=m.key, error=str(exc)) for m in messages[index:])
+                    break
                 except smtplib.SMTPServerDisconnected as exc:
                     # Messages already accepted stay accepted; the one in flight and the rest are unknown
                     # or unsent, so they get a transient error and are retried with the same key (the
@@ -127,6 +135,12 @@ class SmtpSender:
             code, text = next(iter(exc.recipients.values()), (0, b"recipient refused"))
             return _refusal(msg, f"recipient {recipient} refused", code, text)
         except smtplib.SMTPSenderRefused as exc:
+            if 500 <= exc.smtp_code < 600:
+                # MAIL FROM refused for good: true of every message from this sender, not of this recipient.
+                raise ConfigurationError(
+                    f"{self._where()} refuses the sender address {sender} ({exc.smtp_code} {_text(exc.smtp_error)}): "
+                    f"fix the campaign's sender.email or the server's relay permissions"
+                ) from exc
             return _refusal(msg, f"sender {sender} refused", exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPDataError as exc:
             return _refusal(msg, "message refused", exc.smtp_code, exc.smtp_error)

@@ -1,5 +1,11 @@
-"""Assets: the CRM mirror, the templates, and each campaign day's due emails and deliveries."""
+"""Assets: the CRM mirror, the templates, and each campaign day's due emails and deliveries.
 
+Sending follows time, not the calendar page. ``emails_due(day)`` records what a day owes and
+``deliveries(day)`` what went out that day; but the run for *today* (what the schedule asks for) also
+carries over every step from earlier days that is still owed, so a step due at 23:50 goes at the
+00:00 tick even though that tick belongs to the next day. A run for a past day (a backfill) sends what
+that day still owes; steps later than the journey's ``max_lateness`` go only with ``send_late: true``.
+"""
 
 import datetime as dt
 
@@ -8,23 +14,31 @@ import pandas as pd
 
 from xmas_pipeline.campaign.models import Campaign
 from xmas_pipeline.campaign.rendering import check_template
-from xmas_pipeline.campaign.timetable import compute_emails_due
+from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, local_time
 from xmas_pipeline.crm.base import CRMSchemaError
-from xmas_pipeline.delivery import deliver
+from xmas_pipeline.delivery import DeliveryReport, deliver
+from xmas_pipeline.orchestration.jobs import NOTION_POOL
 from xmas_pipeline.orchestration.partitions import daily_partitions
 from xmas_pipeline.orchestration.resources import XmasResource
+from xmas_pipeline.orchestration.ticks import ticks_before
+from xmas_pipeline.planning import plan_unplanned
+from xmas_pipeline.settings import Settings
 from xmas_pipeline.store import ledger, mirror
-from xmas_pipeline.store.ledger import Due
 from xmas_pipeline.store.schema import contacts as contacts_table
 from xmas_pipeline.store.schema import sequences as sequences_table
 from xmas_pipeline.sync import sync_contacts, sync_sequences
 
 GROUP = "campaign"
+LISTED_DAY = "emails_due:last_listed_day"  # read by the delivery schedule
 PREVIEW_ROWS = 50
 
 
 class MirrorConfig(dg.Config):
     full_resync: bool = False  # re-read every row instead of what changed since the last sync
+
+
+class DeliveriesConfig(dg.Config):
+    send_late: bool = False  # also send steps later than the campaign's late_send.max_lateness (backfills)
 
 
 def _table(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
@@ -40,10 +54,24 @@ def _counts_md(pairs: list[tuple], headers: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.md(pd.DataFrame(pairs, columns=headers).to_markdown(index=False))
 
 
-def build_assets(campaign: Campaign) -> list:
-    partitions = daily_partitions(campaign)
+def _store_kind(settings: Settings) -> str:
+    return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
 
-    @dg.asset(group_name=GROUP, kinds={"notion", "sqlite"}, pool="notion")
+
+def _window(campaign: Campaign, day: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+    """The day's bounds, and whether it is the live day (today or later), which carries over earlier days."""
+    start, end = day_bounds(campaign, day)
+    return start, end, day >= campaign_day(campaign, now)
+
+
+def build_assets(campaign: Campaign, settings: Settings) -> list:
+    partitions = daily_partitions(campaign)
+    notion = settings.crm == "notion"
+    store = _store_kind(settings)
+    mirror_kinds = {"notion", store} if notion else {store}
+    mirror_pool = NOTION_POOL if notion else None
+
+    @dg.asset(group_name=GROUP, kinds=mirror_kinds, pool=mirror_pool)
     def contacts(context: dg.AssetExecutionContext, config: MirrorConfig, xmas: XmasResource) -> dg.MaterializeResult:
         """Contacts mirrored from the CRM into the local database (counts by segment and booking status)."""
         ctx = xmas.delivery(run_id=context.run_id)
@@ -61,8 +89,8 @@ def build_assets(campaign: Campaign) -> list:
     @dg.asset(
         group_name=GROUP,
         deps=[contacts],
-        kinds={"notion", "sqlite"},
-        pool="notion",
+        kinds=mirror_kinds,
+        pool=mirror_pool,
         check_specs=[dg.AssetCheckSpec("crm_agrees_with_ledger", asset="sequences",
                                        description="No step the CRM shows as sent while our own send of it is in flight.")],
     )
@@ -119,88 +147,154 @@ def build_assets(campaign: Campaign) -> list:
             ],
         )
 
-    @dg.asset(group_name=GROUP, partitions_def=partitions, deps=[sequences], kinds={"pandas"})
-    def emails_due(context: dg.AssetExecutionContext, xmas: XmasResource) -> pd.DataFrame:
-        """The steps scheduled on this campaign day that are not yet sent, for active sequences, before the campaign end."""
+    @dg.asset(group_name=GROUP, partitions_def=partitions, deps=[sequences], kinds={"pandas", store})
+    def emails_due(context: dg.AssetExecutionContext, xmas: XmasResource) -> dg.MaterializeResult:
+        """What this campaign day owes: its steps not yet sent (today's run also lists earlier days' leftovers)."""
         ctx = xmas.delivery(run_id=context.run_id)
-        day = dt.date.fromisoformat(context.partition_key)
-        due = compute_emails_due(
-            ctx.campaign,
-            mirror.sequences_frame(ctx.engine, ctx.campaign.name),
-            ledger.finished_steps(ctx.engine),
-            day,
-            day_seconds=ctx.clock.day_seconds,
-        )
-        now = pd.Timestamp(ctx.clock.now())
-        context.add_output_metadata(
-            {
-                "due": len(due),
-                "sendable_now": int((due["due_at"] <= now).sum()),
+        now = ctx.clock.now()
+        planned = plan_unplanned(ctx.engine, ctx.campaign, day_seconds=ctx.clock.day_seconds, now=now)
+        start, end, live = _window(ctx.campaign, dt.date.fromisoformat(context.partition_key), now)
+        due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=live)
+        if live:  # the schedule's "first tick of the day" run has happened
+            mirror.set_cursor(ctx.engine, LISTED_DAY, context.partition_key)
+        carried = due["due_at"] < pd.Timestamp(start)
+        preview = [
+            dict(r, due_at=local_time(ctx.campaign, r["due_at"]), day="earlier day" if r["due_at"] < start else "this day")
+            for r in due.head(PREVIEW_ROWS).to_dict("records")
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "due": int((~carried).sum()),
+                "carried_over": int(carried.sum()),
+                "sendable_now": int((due["due_at"] <= pd.Timestamp(now)).sum()),
+                "recorded_late": int((due["status"] == ledger.LATE).sum()),
+                "sequences_planned": planned,
                 "by_step_and_segment": _counts_md(
                     list(due.groupby(["step", "segment"]).size().reset_index().itertuples(index=False, name=None)),
                     ["step", "segment", "emails"],
                 ),
-                "preview": _table(due.assign(due_at=due["due_at"].astype(str)).to_dict("records"),
-                                  ["email", "step", "segment", "template", "due_at"]),
+                "preview": _table(preview, ["email", "step", "segment", "template", "due_at", "status", "day"]),
             }
         )
-        return due
 
     @dg.asset(
         group_name=GROUP,
         partitions_def=partitions,
+        deps=[emails_due],
         kinds={"email"},
         pool="mail",
         check_specs=[dg.AssetCheckSpec("all_due_emails_sent", asset="deliveries",
-                                       description="Every email whose time came was sent or deliberately skipped.")],
+                                       description="Every email whose time came this run was sent, or skipped or recorded late with a reason.")],
     )
-    def deliveries(context: dg.AssetExecutionContext, xmas: XmasResource, emails_due: pd.DataFrame) -> dg.MaterializeResult:
-        """Sends this day's due emails whose time has come, once each, and records them in the ledger."""
+    def deliveries(
+        context: dg.AssetExecutionContext, config: DeliveriesConfig, xmas: XmasResource
+    ) -> dg.MaterializeResult:
+        """Sends every step whose time has come (today's run: from any day), once each, and records what went out this day."""
         ctx = xmas.delivery(run_id=context.run_id)
         problems = ctx.crm.check_schema()
         if problems:
             raise CRMSchemaError(problems)
-        due = [
-            Due(r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime())
-            for r in emails_due.itertuples(index=False)
-        ]
-        report = deliver(ctx, due)
+        now = ctx.clock.now()
+        day = dt.date.fromisoformat(context.partition_key)
+        start, end, live = _window(ctx.campaign, day, now)
+        due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=live)
+        report = deliver(ctx, ledger.dues(due), send_late=config.send_late)
         for error in report.crm_errors:
             context.log.warning(error)
+        metadata = _delivery_metadata(ctx, report, start, end)
+        if report.stopped and report.configuration_error:
+            raise dg.Failure(
+                description=f"Stopped sending, nothing was lost: fix the mail setup, then the next run retries. {report.stopped}",
+                metadata=metadata,
+            )
         if report.stopped:
-            raise dg.Failure(description=f"Stopped sending: {report.stopped}", metadata={"sent": len(report.sent)})
-        by_step = pd.DataFrame(report.sent or [], columns=["email", "step", "subject", "provider_id"])
+            context.log.warning(f"stopped early: {report.stopped}")
+        trouble = report.failed + report.in_doubt + report.held
         return dg.MaterializeResult(
-            metadata={
-                "sent": len(report.sent),
-                "skipped": len(report.skipped),
-                "failed": len(report.failed),
-                "in_doubt": len(report.in_doubt),
-                "resumed": report.resumed,
-                "already_sent": report.already_done,
-                "not_yet_due": report.not_yet_due,
-                "sent_by_step": _counts_md(
-                    list(by_step.groupby("step").size().reset_index().itertuples(index=False, name=None)), ["step", "emails"]
-                ),
-                "sent_to": _table(report.sent, ["email", "step", "subject", "provider_id"]),
-                "skipped_or_failed": _table(
-                    [dict(r, reason=r.get("reason") or r.get("error")) for r in report.skipped + report.failed],
-                    ["email", "step", "reason"],
-                ),
-            },
+            metadata=metadata,
             check_results=[
                 dg.AssetCheckResult(
                     check_name="all_due_emails_sent",
-                    passed=not report.failed and not report.in_doubt,
+                    passed=not trouble and not report.lost,
                     severity=dg.AssetCheckSeverity.WARN,
                     metadata={
                         "failed": len(report.failed),
                         "in_doubt": len(report.in_doubt),
-                        "what_to_do": "Failed steps are retried by the next run once the cause (see skipped_or_failed) "
-                        "is fixed; in-doubt sends resume by themselves after the claim lease.",
+                        "held": len(report.held),
+                        "lost_claims": len(report.lost),
+                        "what_to_do": "Failed steps are retried by the next run once the cause (see not_sent) is fixed; "
+                        "in-doubt sends resume by themselves after the claim lease; held ones need a person: check "
+                        "the provider's log, then `xmas retry --held`.",
                     },
                 )
             ],
         )
 
     return [contacts, sequences, templates, emails_due, deliveries]
+
+
+def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.datetime) -> dict:
+    """What this run did, and what the ledger says went out this day (email 1 and CLI sends included)."""
+    campaign = ctx.campaign
+    went_out = ledger.sent_between(ctx.engine, campaign.name, start, end)
+    not_sent = ledger.not_sent_between(ctx.engine, campaign.name, start, end)
+    by_step = pd.Series([r.step for r in went_out], dtype="int64").value_counts().sort_index()
+    return {
+        "sent_this_day": len(went_out),
+        "sent_by_this_run": len(report.sent),
+        "skipped": len(report.skipped),
+        "late": len(report.late),
+        "failed": len(report.failed),
+        "in_doubt": len(report.in_doubt),
+        "held": len(report.held),
+        "resumed": report.resumed,
+        "already_sent_or_in_progress": report.already_done,
+        "not_yet_due": report.not_yet_due,
+        "sent_this_day_by_step": _counts_md(list(by_step.items()), ["step", "emails"]),
+        "sent_this_day_list": _table(
+            [{"email": r.email, "step": r.step, "subject": r.subject, "sent_at": local_time(campaign, r.sent_at),
+              "by": "enrollment or CLI" if (r.run_id or "") in ("", "cli") else r.run_id[:8]} for r in went_out],
+            ["email", "step", "subject", "sent_at", "by"],
+        ),
+        "not_sent": _table(
+            [{"email": r.email, "step": r.step, "status": r.status, "reason": r.reason,
+              "due_at": local_time(campaign, r.due_at)} for r in not_sent],
+            ["email", "step", "status", "due_at", "reason"],
+        ),
+    }
+
+
+def build_overdue_check(deliveries_asset, cron: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=deliveries_asset,
+        name="no_overdue_steps",
+        description="No step has been due for longer than two schedule ticks without being sent, skipped "
+        "with a reason or recorded late.",
+    )
+    def no_overdue_steps(xmas: XmasResource) -> dg.AssetCheckResult:
+        """Fails the moment a step that should have gone is still owed two ticks after its time."""
+        ctx = xmas.delivery()
+        campaign = ctx.campaign
+        now = ctx.clock.now()
+        two_ticks_ago = ticks_before(cron, campaign.timezone, now, 2)[-1]
+        count, rows = ledger.overdue(ctx.engine, campaign.name, two_ticks_ago)
+        unplanned = len(ledger.unplanned(ctx.engine, campaign.name, limit=100))
+        listing = "\n".join(
+            f"- {r.email} step {r.step}: due {local_time(campaign, r.due_at)}, {r.status}"
+            + (f" ({r.reason})" if r.reason else "") for r in rows
+        )
+        return dg.AssetCheckResult(
+            passed=count == 0 and unplanned == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "overdue_steps": count,
+                "unplanned_sequences": unplanned,
+                "threshold": local_time(campaign, two_ticks_ago),
+                "overdue": dg.MetadataValue.md(listing or "none"),
+                "what_to_do": "A step still owed two ticks after its time was missed by the schedule or keeps failing: "
+                "read its reason above and the last delivery run's log; fix the cause and the next tick sends it "
+                "(or `xmas send-due`). Steps over max_lateness are recorded late instead.",
+            },
+        )
+
+    return no_overdue_steps

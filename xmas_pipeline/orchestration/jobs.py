@@ -7,44 +7,52 @@ from xmas_pipeline.orchestration.resources import XmasResource
 
 ENROLL_JOB = "enroll_signups_job"
 DELIVERY_JOB = "daily_delivery_job"
+# Only Notion has a rate budget worth queueing for; with the local CRM a pool would only make email 1
+# wait behind delivery and backfill runs.
+NOTION_POOL = "notion"
 
 
 class EnrollConfig(dg.Config):
     event_ids: list[int]
 
 
-@dg.op(pool="notion")
-def enroll_signups(context: dg.OpExecutionContext, config: EnrollConfig, xmas: XmasResource) -> dg.Output:
-    """Classify, upsert the contact, create the sequence, record consent and send email 1 for each event."""
-    ctx = xmas.delivery(run_id=context.run_id)
-    report = enroll_events(ctx, config.event_ids)
-    for failure in report.failed:
-        context.log.warning(f"event {failure['event_id']} ({failure['email']}) {failure['status']}: {failure['error']}")
-    return dg.Output(
-        None,
-        metadata={
-            "events": len(config.event_ids),
-            "enrolled": len(report.enrolled),
-            "repeat_signups": len(report.repeats),
-            "failed": len(report.failed),
-            "email_1_sent": len(report.delivery.sent),
-            "email_1_failed": len(report.delivery.failed),
-            "enrolled_leads": dg.MetadataValue.md(
-                "\n".join(f"- {e['email']}: {e['segment']}" for e in report.enrolled[:50]) or "_none_"
-            ),
-        },
-    )
+def build_enroll_job(crm: str) -> dg.JobDefinition:
+    @dg.op(name="enroll_signups", pool=NOTION_POOL if crm == "notion" else None)
+    def enroll_signups(context: dg.OpExecutionContext, config: EnrollConfig, xmas: XmasResource) -> dg.Output:
+        """Classify, upsert the contact, create the sequence, record consent and send email 1 for each event."""
+        ctx = xmas.delivery(run_id=context.run_id)
+        report = enroll_events(ctx, config.event_ids)
+        for failure in report.failed:
+            context.log.warning(f"event {failure['event_id']} ({failure['email']}) {failure['status']}: {failure['error']}")
+        if report.delivery.stopped:
+            context.log.error(f"email 1 not sent: {report.delivery.stopped}")
+        return dg.Output(
+            None,
+            metadata={
+                "events": len(config.event_ids),
+                "enrolled": len(report.enrolled),
+                "repeat_signups": len(report.repeats),
+                "failed": len(report.failed),
+                "email_1_sent": len(report.delivery.sent),
+                "email_1_failed": len(report.delivery.failed),
+                "enrolled_leads": dg.MetadataValue.md(
+                    "\n".join(f"- {e['email']}: {e['segment']}" for e in report.enrolled[:50]) or "_none_"
+                ),
+            },
+        )
 
+    @dg.job(name=ENROLL_JOB, description="Enroll queued signups: contact, sequence, consent, email 1.",
+            tags={"xmas/kind": "enrollment"})
+    def enroll_signups_job():
+        enroll_signups()
 
-@dg.job(name=ENROLL_JOB, description="Enroll queued signups: contact, sequence, consent, email 1.")
-def enroll_signups_job():
-    enroll_signups()
+    return enroll_signups_job
 
 
 def delivery_job(assets_selection):
     return dg.define_asset_job(
         DELIVERY_JOB,
         selection=assets_selection,
-        description="Mirror the CRM, check templates, compute the day's due emails and send those whose time has come.",
+        description="Mirror the CRM, check templates, list the day's due emails and send every step whose time has come.",
         tags={"xmas/kind": "delivery"},
     )

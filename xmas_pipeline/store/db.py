@@ -45,7 +45,7 @@ def engine_for(url: str) -> sa.Engine:
 
 
 def upgrade_schema(engine: sa.Engine) -> None:
-    """Create missing tables, then add columns that newer code expects (additive changes only)."""
+    """Create missing tables, then add the columns and indexes newer code expects (additive changes only)."""
     metadata.create_all(engine, checkfirst=True)
     inspector = sa.inspect(engine)
     with engine.begin() as conn:
@@ -55,6 +55,10 @@ def upgrade_schema(engine: sa.Engine) -> None:
                 if column.name not in have:
                     ddl = column.type.compile(dialect=engine.dialect)
                     conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in indexes:
+                    index.create(conn, checkfirst=True)
 
 
 def reset_for_tests(url: str) -> sa.Engine:

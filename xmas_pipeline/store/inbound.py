@@ -2,7 +2,8 @@
 
 Life of an event: ``pending`` (inserted by the intake) → ``dispatched`` (a run was requested for it) →
 ``done``; a failed try goes to ``retry`` with a backoff, and after ``max_attempts`` tries to ``dead``,
-from where ``xmas events --replay ID`` brings it back.
+from where ``xmas events --replay ID`` brings it back. A run that never started is not a try: its
+events go back to ``pending``.
 """
 
 from __future__ import annotations
@@ -106,67 +107,85 @@ def enqueue(engine: sa.Engine, event: NewEvent) -> Enqueued:
 
 
 # --- the sensor's side -------------------------------------------------------------------------
+#
+# Work is found by status, never by an id cursor: on Postgres ids are handed out at insert and
+# committed in any order, so an id below a cursor can still appear. A batch is marked dispatched under
+# a run key stored on its events; the sensor re-requests that same key until Dagster has a run for it
+# (the daemon launches a key once), then follows the run: queued or running is waiting, not an attempt.
+
+MAX_LAUNCHES = 20  # runs requested for an event that never started before it is given up as dead
 
 
-def new_event_ids(engine: sa.Engine, after_id: int, limit: int) -> list[int]:
-    """Ids above the sensor's cursor, oldest first; whatever their status (a re-evaluated tick sees the same)."""
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(inbound_events.c.id)
-                .where(inbound_events.c.id > after_id)
-                .order_by(inbound_events.c.id)
-                .limit(limit)
-            ).scalars()
+@dataclass(frozen=True)
+class Dispatch:
+    run_key: str
+    ids: list[int]
+
+
+def dispatch_waiting(engine: sa.Engine, now: dt.datetime, limit: int) -> Dispatch | None:
+    """Mark up to ``limit`` waiting events (new, or due a retry) dispatched under one new run key.
+
+    Oldest first. On Postgres the rows are taken with FOR UPDATE SKIP LOCKED, so two dispatchers never
+    take the same event. The key names the batch's first event and that event's dispatch count, which
+    no other batch can share, so a key is never reused (Dagster remembers keys forever, failed runs too).
+    """
+    c = inbound_events.c
+    waiting = sa.or_(c.status == "pending", sa.and_(c.status == "retry", c.next_attempt_at <= now))
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(c.id, c.dispatches).where(waiting).order_by(c.id).limit(limit).with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return None
+        ids = [r.id for r in rows]
+        key = f"signups-{ids[0]}-{ids[-1]}-d{(rows[0].dispatches or 0) + 1}"
+        conn.execute(
+            inbound_events.update()
+            .where(c.id.in_(ids))
+            .values(status="dispatched", dispatched_at=now, dispatches=c.dispatches + 1, run_key=key)
         )
+    return Dispatch(key, ids)
 
 
-def events_to_retry(engine: sa.Engine, now: dt.datetime, stale_after: dt.timedelta, limit: int) -> list[int]:
-    """Failed events whose backoff has passed, and dispatched ones whose run never finished them."""
+def dispatched(engine: sa.Engine) -> list[Dispatch]:
+    """Batches handed to Dagster and not finished, by run key."""
     c = inbound_events.c
     with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(c.id)
-                .where(
-                    sa.or_(
-                        sa.and_(c.status == "retry", c.next_attempt_at <= now),
-                        sa.and_(c.status == "dispatched", c.dispatched_at < now - stale_after),
-                    )
-                )
-                .order_by(c.id)
-                .limit(limit)
-            ).scalars()
-        )
+        rows = conn.execute(sa.select(c.run_key, c.id).where(c.status == "dispatched").order_by(c.id)).all()
+    batches: dict[str, list[int]] = {}
+    for key, event_id in rows:
+        batches.setdefault(key or f"signups-{event_id}-unknown", []).append(event_id)
+    return [Dispatch(key, ids) for key, ids in batches.items()]
 
 
-def mark_dispatched(engine: sa.Engine, ids: list[int], now: dt.datetime) -> dict[int, int]:
-    """Count a dispatch for each id and return its new dispatch number (used in retry run keys)."""
+def requeue(engine: sa.Engine, batch: Dispatch, why: str) -> int:
+    """The batch's run never started (canceled while queued, failed to launch): not an attempt.
+
+    Its events wait for the next batch; one that has been launched MAX_LAUNCHES times without a run
+    ever starting is dead, with the reason. Returns how many went back to waiting.
+    """
     c = inbound_events.c
+    mine = sa.and_(c.id.in_(batch.ids), c.status == "dispatched", c.run_key == batch.run_key)
     with engine.begin() as conn:
         conn.execute(
             inbound_events.update()
-            .where(c.id.in_(ids), c.status.in_(["pending", "retry", "dispatched"]))
-            .values(status="dispatched", dispatched_at=now, dispatches=c.dispatches + 1)
+            .where(mine, c.dispatches - c.attempts >= MAX_LAUNCHES)
+            .values(status="dead", last_error=f"{MAX_LAUNCHES} runs were requested and none started; last: {why}")
         )
-        return dict(conn.execute(sa.select(c.id, c.dispatches).where(c.id.in_(ids))).all())
+        return conn.execute(inbound_events.update().where(mine).values(status="pending", last_error=why)).rowcount
 
 
-def note_stale(engine: sa.Engine, ids: list[int], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[int]:
-    """A dispatched event whose run vanished counts as a failed attempt; returns the ids still worth a try."""
+def note_run_failed(
+    engine: sa.Engine, batch: Dispatch, why: str, now: dt.datetime, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> None:
+    """The batch's run started and ended without finishing these events: one failed attempt each."""
     c = inbound_events.c
-    with engine.begin() as conn:
-        conn.execute(
-            inbound_events.update()
-            .where(c.id.in_(ids), c.status == "dispatched")
-            .values(attempts=c.attempts + 1, last_error="its run did not finish (crashed, or never started)")
-        )
-        conn.execute(
-            inbound_events.update()
-            .where(c.id.in_(ids), c.status == "dispatched", c.attempts >= max_attempts)
-            .values(status="dead")
-        )
-        return list(conn.execute(sa.select(c.id).where(c.id.in_(ids), c.status != "dead")).scalars())
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c.id).where(c.id.in_(batch.ids), c.status == "dispatched", c.run_key == batch.run_key)
+        ).scalars().all()
+    for event_id in rows:
+        mark_failed(engine, event_id, why, now, max_attempts=max_attempts, only_if_dispatched=batch.run_key)
 
 
 # --- the enrollment run's side -----------------------------------------------------------------
@@ -192,12 +211,20 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def mark_failed(
-    engine: sa.Engine, event_id: int, error: str, now: dt.datetime, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    engine: sa.Engine,
+    event_id: int,
+    error: str,
+    now: dt.datetime,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    only_if_dispatched: str | None = None,
 ) -> str:
     """Record a failed try; returns the new status (``retry`` or ``dead``)."""
     c = inbound_events.c
     with engine.begin() as conn:
-        attempts = conn.execute(sa.select(c.attempts).where(c.id == event_id)).scalar_one() + 1
+        current = conn.execute(sa.select(c.attempts, c.status, c.run_key).where(c.id == event_id)).one()
+        if only_if_dispatched is not None and (current.status != "dispatched" or current.run_key != only_if_dispatched):
+            return current.status  # finished or re-dispatched meanwhile
+        attempts = current.attempts + 1
         status = "dead" if attempts >= max_attempts else "retry"
         conn.execute(
             inbound_events.update()

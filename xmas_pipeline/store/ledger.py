@@ -1,40 +1,76 @@
-"""The delivery ledger: a row per (sequence, step) claimed before any provider call.
+"""The delivery ledger: one row per (sequence, step), written when the sequence is planned.
 
-A row is ``claimed`` (with the rendered message frozen in it) before the send, ``sent`` after the
-provider accepted it, ``failed`` when the provider or the template refused it (retried by a later run),
-``skipped`` when it must never go (suppressed, sequence stopped, campaign over) and ``external`` when
-someone else sent it (the website's email 1). A claim left by a crashed run is taken over after the
-lease and resent with the same idempotency key and the same bytes.
+Life of a row::
+
+    scheduled --claim--> claimed --provider accepted--> sent
+        |                  |-- this recipient refused for good ------------> skipped (reason)
+        |                  |-- nothing left (template broken, provider down) --> failed --next run--> claimed
+        |                  |-- outcome unknown (crash, timeout) --> stays claimed; after the lease another
+        |                  |   run takes the whole batch over and resends the same bytes under the same key
+        |                  '-- the provider's answer leaves it unclear whether it went --> held (an operator decides)
+        |-- may not go (suppressed, sequence stopped, booked) --> skipped (reason)
+        |-- reached later than the journey's max_lateness --> late (how late); a send_late backfill sends it
+        '-- due at/after the journey's end --> expired
+    external: someone else sent it (the website's email 1, a CRM edit)
+
+Claims are fenced: each claim carries a token, the run renews it before every provider call and every
+write of an outcome names the token, so a run that lost its claim (lease expired, another run took over)
+cannot record anything, and stops sending.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Iterable
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from xmas_pipeline.campaign.tokens import sequence_number
-from xmas_pipeline.store.schema import deliveries
+from xmas_pipeline.store.schema import deliveries, sequences
 
-FINISHED = ("sent", "external", "skipped")
+SCHEDULED, CLAIMED, SENT, FAILED, SKIPPED = "scheduled", "claimed", "sent", "failed", "skipped"
+LATE, EXPIRED, EXTERNAL, HELD = "late", "expired", "external", "held"
+OPEN = (SCHEDULED, FAILED, CLAIMED)  # still owed
+DONE = (SENT, EXTERNAL)  # the lead has it
+FINAL = (SENT, EXTERNAL, SKIPPED, LATE, EXPIRED, HELD)  # nothing more happens without an operator
 DEFAULT_LEASE = dt.timedelta(minutes=5)
+_CHUNK = 500  # ids per IN (...): well below SQLite's and Postgres's bound-parameter limits
+
+c = deliveries.c
 
 
-def idempotency_key(sequence_key: str, step: int) -> str:
+def row_key(sequence_key: str, step: int) -> str:
+    """The row's identity, and the provider's idempotency key for its first hand-off."""
     return f"xmas-{sequence_key}-s{step}"
+
+
+def provider_key(key: str, handoffs: int) -> str:
+    """A re-rendered message (the first never reached the provider) gets a key of its own."""
+    return key if handoffs <= 1 else f"{key}-h{handoffs}"
+
+
+def batch_key(keys: Iterable[str], token: str) -> str:
+    digest = hashlib.sha256("\n".join([token, *keys]).encode()).hexdigest()
+    return f"xmas-batch-{digest[:32]}"
 
 
 @dataclass(frozen=True)
 class Due:
+    """A ledger row that may need sending."""
+
+    id: int
     sequence_key: str
     step: int
     email: str
     due_at: dt.datetime
+    status: str = SCHEDULED
+    late_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,78 +80,122 @@ class Claim:
     sequence_key: str
     step: int
     email: str
-    idempotency_key: str
-    message: dict | None  # set when resuming a crashed claim: resend exactly this
+    key: str  # the row key
+    handoffs: int  # hand-offs so far (0: never rendered for a provider)
+    message: dict | None  # frozen: resend exactly this
     batch_key: str | None
-    resumed: bool
 
 
-def _insert(engine: sa.Engine):
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+def _insert(engine_or_conn) -> sa.Insert:
+    dialect = postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(deliveries)
 
 
-def _wall_now() -> dt.datetime:
-    # Leases are about real processes, so they use the wall clock even when the campaign clock is pinned.
-    return dt.datetime.now(dt.timezone.utc)
+def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
-def claim(
-    engine: sa.Engine, due: list[Due], run_id: str | None = None, lease: dt.timedelta = DEFAULT_LEASE
-) -> list[Claim]:
-    """Claim every due step nobody else holds; returns only the rows this call now owns."""
-    if not due:
-        return []
-    token = uuid.uuid4().hex
-    wall = _wall_now()
-    c = deliveries.c
-    with engine.begin() as conn:
-        for chunk_start in range(0, len(due), 500):
-            chunk = due[chunk_start : chunk_start + 500]
+# --- planning ---------------------------------------------------------------------------------------
+
+
+def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, steps: list, now: dt.datetime) -> None:
+    """Give every planned step its ledger row (rows that exist, e.g. sent elsewhere, are kept as they are)."""
+    rows = [
+        dict(
+            sequence_key=sequence_key,
+            seq_no=sequence_number(sequence_key),
+            campaign=campaign,
+            step=p.step,
+            template=p.template,
+            email=email,
+            idempotency_key=row_key(sequence_key, p.step),
+            status=p.state,
+            reason=p.reason,
+            due_at=p.due_at,
+            attempts=0,
+            crm_synced=False,
+        )
+        for p in steps
+    ]
+    if rows:
+        conn.execute(_insert(conn).values(rows).on_conflict_do_nothing())
+    conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(planned_at=now))
+
+
+def unplanned(engine: sa.Engine, campaign: str, limit: int = 5000) -> list[sa.RowMapping]:
+    """Active sequences without ledger rows yet (first seen in the CRM, or written before planning existed)."""
+    s = sequences.c
+    with engine.connect() as conn:
+        return list(
             conn.execute(
-                _insert(engine)
-                .values(
-                    [
-                        dict(
-                            sequence_key=d.sequence_key,
-                            seq_no=sequence_number(d.sequence_key),
-                            step=d.step,
-                            email=d.email,
-                            idempotency_key=idempotency_key(d.sequence_key, d.step),
-                            status="claimed",
-                            due_at=d.due_at,
-                            claim_token=token,
-                            claimed_at=wall,
-                            attempts=1,
-                            crm_synced=False,
-                            run_id=run_id,
-                        )
-                        for d in chunk
-                    ]
-                )
-                .on_conflict_do_nothing()
-            )
-            keys = [idempotency_key(d.sequence_key, d.step) for d in chunk]
-            # Failed rows are retried; claims older than the lease belonged to a run that died.
-            conn.execute(
-                deliveries.update()
-                .where(
-                    c.idempotency_key.in_(keys),
-                    c.claim_token != token,
-                    sa.or_(c.status == "failed", sa.and_(c.status == "claimed", c.claimed_at < wall - lease)),
-                )
-                .values(
-                    claim_token=token,
-                    claimed_at=wall,
-                    attempts=c.attempts + 1,
-                    run_id=run_id,
-                    # a failed row is rendered afresh (the template may have been fixed); a stale claim keeps its bytes
-                    message=sa.case((c.status == "failed", None), else_=c.message),
-                    batch_key=sa.case((c.status == "failed", None), else_=c.batch_key),
-                    status="claimed",
-                )
-            )
-        rows = conn.execute(sa.select(deliveries).where(c.claim_token == token).order_by(c.id)).all()
+                sa.select(s.sequence_key, s.email, s.signup_at)
+                .where(s.planned_at.is_(None), s.status == "active", s.campaign == campaign)
+                .limit(limit)
+            ).mappings()
+        )
+
+
+# --- what is owed -----------------------------------------------------------------------------------
+
+OWED_COLUMNS = ["id", "sequence_key", "email", "segment", "step", "template", "due_at", "status", "late_ok"]
+
+
+def owed(
+    engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime, *, carry_over: bool = False
+) -> pd.DataFrame:
+    """Steps due in [start, end) that are not finished (late ones included, for a send_late backfill).
+
+    With ``carry_over``, also every step due before ``start`` that is still owed (not yet sent, skipped
+    or recorded late): the live day picks up what earlier days did not finish, whatever the reason.
+    Sorted by due time.
+    """
+    s = sequences.c
+    columns = [c.id, c.sequence_key, c.email, s.segment, c.step, c.template, c.due_at, c.status, c.late_ok]
+    base = sa.select(*columns).select_from(deliveries.join(sequences, s.sequence_key == c.sequence_key))
+    queries = [base.where(c.campaign == campaign, c.status.in_([*OPEN, LATE]), c.due_at >= start, c.due_at < end)]
+    if carry_over:
+        queries.append(base.where(c.campaign == campaign, c.status.in_(OPEN), c.due_at < start))
+    with engine.connect() as conn:
+        rows = [row for q in queries for row in conn.execute(q)]
+    frame = pd.DataFrame(rows, columns=OWED_COLUMNS)
+    frame["due_at"] = pd.to_datetime(frame["due_at"], utc=True)
+    frame["late_ok"] = frame["late_ok"].fillna(False).astype(bool)
+    return frame.sort_values(["due_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def dues(frame: pd.DataFrame) -> list[Due]:
+    return [
+        Due(int(r.id), r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime(), r.status, bool(r.late_ok))
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def load_dues(engine: sa.Engine, ids: list[int]) -> list[Due]:
+    out = []
+    with engine.connect() as conn:
+        for chunk in _chunks(ids):
+            for r in conn.execute(sa.select(deliveries).where(c.id.in_(chunk))):
+                out.append(Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok)))
+    return sorted(out, key=lambda d: (d.due_at, d.id))
+
+
+def step_one(engine: sa.Engine, sequence_key: str) -> Due | None:
+    with engine.connect() as conn:
+        r = conn.execute(sa.select(deliveries).where(c.sequence_key == sequence_key, c.step == 1)).first()
+    if r is None or r.status not in OPEN:
+        return None
+    return Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok))
+
+
+# --- claims -----------------------------------------------------------------------------------------
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _claims(rows, token: str) -> list[Claim]:
     return [
         Claim(
             id=r.id,
@@ -123,170 +203,368 @@ def claim(
             sequence_key=r.sequence_key,
             step=r.step,
             email=r.email,
-            idempotency_key=r.idempotency_key,
+            key=r.idempotency_key,
+            handoffs=r.handoffs or 0,
             message=json.loads(r.message) if r.message else None,
             batch_key=r.batch_key,
-            resumed=r.message is not None,
         )
-        for r in rows
+        for r in sorted(rows, key=lambda r: r.id)
     ]
 
 
-def freeze(engine: sa.Engine, claims: list[Claim], messages: dict[int, dict], batch_keys: dict[int, str]) -> None:
-    """Store each claim's rendered message and batch before it is handed to the provider."""
+_RETURNED = (c.id, c.sequence_key, c.step, c.email, c.idempotency_key, c.handoffs, c.message, c.batch_key)
+
+
+def claim(
+    engine: sa.Engine,
+    ids: list[int],
+    *,
+    token: str,
+    wall: dt.datetime,
+    lease: dt.timedelta,
+    run_id: str | None,
+    send_late: bool = False,
+) -> list[Claim]:
+    """Claim the rows among ``ids`` that nobody holds; returns only what this call now owns.
+
+    A claim that expired before its message was frozen is taken too (its run died before any hand-off).
+    Rows locked by a concurrent claimer are skipped, not waited for (FOR UPDATE SKIP LOCKED on Postgres).
+    """
+    claimable = [c.status.in_([SCHEDULED, FAILED] + ([LATE] if send_late else [])),
+                 sa.and_(c.status == CLAIMED, c.message.is_(None), c.claimed_at < wall - lease)]
+    out: list[Claim] = []
     with engine.begin() as conn:
-        for cl in claims:
-            if cl.id in messages:
+        for chunk in _chunks(ids):
+            target = (
+                sa.select(c.id).where(c.id.in_(chunk), sa.or_(*claimable)).order_by(c.id).with_for_update(skip_locked=True)
+            )
+            rows = conn.execute(
+                deliveries.update()
+                .where(c.id.in_(target.scalar_subquery()))
+                .values(status=CLAIMED, claim_token=token, claimed_at=wall, attempts=c.attempts + 1, run_id=run_id)
+                .returning(*_RETURNED)
+            ).all()
+            out.extend(_claims(rows, token))
+    return out
+
+
+def expired_batches(engine: sa.Engine, ids: list[int], wall: dt.datetime, lease: dt.timedelta) -> list[str]:
+    """Batch keys of frozen claims among ``ids`` whose run stopped renewing them (in doubt)."""
+    keys: set[str] = set()
+    with engine.connect() as conn:
+        for chunk in _chunks(ids):
+            keys.update(
                 conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
-                    .values(
-                        message=json.dumps(messages[cl.id]),
-                        subject=messages[cl.id].get("subject", "")[:500],
-                        batch_key=batch_keys[cl.id],
+                    sa.select(c.batch_key).where(
+                        c.id.in_(chunk), c.status == CLAIMED, c.message.is_not(None), c.claimed_at < wall - lease
                     )
-                )
+                ).scalars()
+            )
+    return sorted(k for k in keys if k)
 
 
-def _settle(engine: sa.Engine, outcomes: list[tuple[Claim, dict]]) -> None:
-    """Record outcomes on rows this run still owns (a claim taken over by another run is left alone)."""
+def take_over(
+    engine: sa.Engine, batch: str, *, token: str, wall: dt.datetime, lease: dt.timedelta, run_id: str | None
+) -> list[Claim]:
+    """Take a whole in-doubt batch from a run that stopped renewing it; all of it or nothing.
+
+    Rows are locked in id order and re-checked after any wait, so two runs never split a batch.
+    """
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        target = (
+            sa.select(c.id)
+            .where(c.batch_key == batch, c.status == CLAIMED, c.claimed_at < wall - lease)
+            .order_by(c.id)
+            .with_for_update()
+        )
+        rows = conn.execute(
+            deliveries.update()
+            .where(c.id.in_(target.scalar_subquery()))
+            .values(claim_token=token, claimed_at=wall, attempts=c.attempts + 1, run_id=run_id)
+            .returning(*_RETURNED)
+        ).all()
+        whole = conn.execute(
+            sa.select(sa.func.count()).select_from(deliveries).where(c.batch_key == batch, c.status == CLAIMED)
+        ).scalar_one()
+        if len(rows) != whole:  # another run holds part of it: give ours back untouched
+            transaction.rollback()
+            return []
+        transaction.commit()
+    return _claims(rows, token)
+
+
+def freeze(engine: sa.Engine, token: str, items: list[tuple[Claim, dict, str, int]]) -> set[int]:
+    """Store (message, batch key, hand-off count) on each claim before the provider sees it.
+
+    Returns the ids this run no longer holds (nothing is written to those).
+    """
+    lost: set[int] = set()
     with engine.begin() as conn:
-        for cl, values in outcomes:
+        for cl, message, batch, handoffs in items:
+            done = conn.execute(
+                deliveries.update()
+                .where(c.id == cl.id, c.claim_token == token, c.status == CLAIMED)
+                .values(message=json.dumps(message), subject=message.get("subject", "")[:500], batch_key=batch,
+                        handoffs=handoffs)
+            ).rowcount
+            if not done:
+                lost.add(cl.id)
+    return lost
+
+
+def renew(engine: sa.Engine, token: str, wall: dt.datetime) -> set[int]:
+    """Extend every claim this run holds; returns the ids it still holds (the fence before a send)."""
+    with engine.begin() as conn:
+        return set(
             conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token)
-                .values(**values)
-            )
+                .where(c.claim_token == token, c.status == CLAIMED)
+                .values(claimed_at=wall)
+                .returning(c.id)
+            ).scalars()
+        )
 
 
-def mark_sent(
-    engine: sa.Engine, results: list[tuple[Claim, str, str | None]], now: dt.datetime
-) -> None:
-    """``results``: (claim, provider name, provider id)."""
-    _settle(engine, [
-        (cl, dict(status="sent", provider=provider, provider_id=provider_id, sent_at=now, reason=None))
-        for cl, provider, provider_id in results
-    ])
-
-
-def mark_failed(engine: sa.Engine, failures: list[tuple[Claim, str]]) -> None:
-    """Not sent, worth another try by a later run (a template fixed, a provider back)."""
-    _settle(engine, [(cl, dict(status="failed", reason=error[:4000])) for cl, error in failures])
-
-
-def mark_refused(engine: sa.Engine, refusals: list[tuple[Claim, str]]) -> None:
-    """The provider refused for good: final (``skipped``), so no later run sends it again."""
-    _settle(engine, [(cl, dict(status="skipped", reason=why[:4000], crm_synced=True)) for cl, why in refusals])
-
-
-def release(engine: sa.Engine, claims: list[Claim]) -> None:
-    """Give back claims this run never handed to a provider (e.g. a quota stop), keeping nothing frozen."""
+def settle(engine: sa.Engine, token: str, outcomes: list[tuple[int, dict]]) -> set[int]:
+    """Record outcomes, in one transaction, on rows this run still holds; returns the ids it had lost."""
+    lost: set[int] = set()
     with engine.begin() as conn:
-        for cl in claims:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == cl.id, deliveries.c.claim_token == cl.token, deliveries.c.message.is_(None))
-                .values(status="failed", reason="not sent: the run stopped before this message")
-            )
+        for row_id, values in outcomes:
+            done = conn.execute(
+                deliveries.update().where(c.id == row_id, c.claim_token == token, c.status == CLAIMED).values(**values)
+            ).rowcount
+            if not done:
+                lost.add(row_id)
+    return lost
 
 
-def mark_skipped(engine: sa.Engine, skips: list[tuple[Due, str]], now: dt.datetime) -> None:
-    """Record why a step will never be sent; never overwrites a row that was sent."""
-    c = deliveries.c
+def sent(provider: str, provider_id: str | None, at: dt.datetime) -> dict:
+    return dict(status=SENT, provider=provider, provider_id=provider_id, sent_at=at, reason=None)
+
+
+def failed(reason: str, *, keep_message: bool) -> dict:
+    """Not sent; a later run tries again. A message the provider never accepted is rendered afresh."""
+    values = dict(status=FAILED, reason=reason[:4000])
+    if not keep_message:
+        values.update(message=None, batch_key=None)
+    return values
+
+
+def refused(reason: str) -> dict:
+    """The provider will never take this message for this recipient: final."""
+    return dict(status=SKIPPED, reason=reason[:4000])
+
+
+def held(reason: str) -> dict:
+    return dict(status=HELD, reason=reason[:4000])
+
+
+def release(engine: sa.Engine, token: str, ids: list[int], reason: str) -> None:
+    """Give back claims this run never handed to a provider: retryable, rendered afresh next time."""
+    settle(engine, token, [(i, failed(reason, keep_message=False)) for i in ids])
+
+
+# --- outcomes decided without a provider ------------------------------------------------------------
+
+
+def mark_skipped(engine: sa.Engine, skips: list[tuple[Due, str]], *, stale_before: dt.datetime | None = None) -> None:
+    """Record why a step will never be sent; never touches a row that was sent or is being sent.
+
+    With ``stale_before``, an abandoned claim (in doubt, renewed before then) is closed too, rather than
+    resent to someone who may no longer be mailed; its reason says it was in doubt.
+    """
     with engine.begin() as conn:
         for d, reason in skips:
-            key = idempotency_key(d.sequence_key, d.step)
-            conn.execute(
-                _insert(engine)
-                .values(
-                    sequence_key=d.sequence_key,
-                    seq_no=sequence_number(d.sequence_key),
-                    step=d.step,
-                    email=d.email,
-                    idempotency_key=key,
-                    status="skipped",
-                    reason=reason,
-                    due_at=d.due_at,
-                    attempts=0,
-                    crm_synced=True,
-                    sent_at=None,
-                )
-                .on_conflict_do_nothing()
-            )
             conn.execute(
                 deliveries.update()
-                .where(c.idempotency_key == key, c.status == "failed")
-                .values(status="skipped", reason=reason)
+                .where(c.id == d.id, c.status.in_([SCHEDULED, FAILED, LATE]))
+                .values(status=SKIPPED, reason=reason[:4000])
             )
-
-
-def record_external(engine: sa.Engine, items: list[tuple[Due, dt.datetime, str]]) -> list[str]:
-    """Steps the CRM shows as sent by someone else. Returns disagreements (never resolved by sending)."""
-    c = deliveries.c
-    disagreements = []
-    with engine.begin() as conn:
-        for d, sent_at, source in items:
-            key = idempotency_key(d.sequence_key, d.step)
-            conn.execute(
-                _insert(engine)
-                .values(
-                    sequence_key=d.sequence_key,
-                    seq_no=sequence_number(d.sequence_key),
-                    step=d.step,
-                    email=d.email,
-                    idempotency_key=key,
-                    status="external",
-                    reason=f"sent by {source}",
-                    due_at=d.due_at,
-                    sent_at=sent_at,
-                    provider=source,
-                    attempts=0,
-                    crm_synced=True,
-                )
-                .on_conflict_do_nothing()
-            )
-            row = conn.execute(sa.select(c.status).where(c.idempotency_key == key)).scalar_one()
-            if row in ("failed", "skipped"):
+            if stale_before is not None:
                 conn.execute(
                     deliveries.update()
-                    .where(c.idempotency_key == key)
-                    .values(status="external", reason=f"sent by {source}", sent_at=sent_at, provider=source)
+                    .where(c.id == d.id, c.status == CLAIMED, c.claimed_at < stale_before)
+                    .values(status=SKIPPED, reason=f"{reason} (an earlier send of it was in doubt)"[:4000])
                 )
-            elif row == "claimed":
-                disagreements.append(f"{d.email} step {d.step}: {source} says sent while a send is in flight")
+
+
+def mark_late(engine: sa.Engine, lates: list[tuple[Due, dt.timedelta, str]]) -> None:
+    with engine.begin() as conn:
+        for d, late_by, reason in lates:
+            conn.execute(
+                deliveries.update()
+                .where(c.id == d.id, c.status.in_([SCHEDULED, FAILED]))
+                .values(status=LATE, late_by_s=int(late_by.total_seconds()), reason=reason[:4000])
+            )
+
+
+def record_external(engine: sa.Engine, items: list[tuple[str, str, int, dt.datetime | None, dt.datetime, str]]) -> list[str]:
+    """Steps the CRM (or the website) shows as sent by someone else: (campaign, sequence key, step, due, sent, source).
+
+    Returns disagreements, which are reported and never resolved by sending.
+    """
+    disagreements = []
+    with engine.begin() as conn:
+        for campaign, key, step, due, sent_at, source in items:
+            email = conn.execute(sa.select(sequences.c.email).where(sequences.c.sequence_key == key)).scalar()
+            values = dict(status=EXTERNAL, reason=f"sent by {source}", sent_at=sent_at, provider=source)
+            conn.execute(
+                _insert(conn)
+                .values(sequence_key=key, seq_no=sequence_number(key), campaign=campaign, step=step,
+                        email=email or "", idempotency_key=row_key(key, step), due_at=due, attempts=0,
+                        crm_synced=True, **values)
+                .on_conflict_do_nothing()
+            )
+            status = conn.execute(sa.select(c.status).where(c.idempotency_key == row_key(key, step))).scalar_one()
+            if status in (SCHEDULED, FAILED, SKIPPED, LATE, EXPIRED, HELD):
+                conn.execute(deliveries.update().where(c.idempotency_key == row_key(key, step)).values(crm_synced=True, **values))
+            elif status == CLAIMED:
+                disagreements.append(f"{email} step {step}: {source} says sent while our send of it is in flight")
     return disagreements
 
 
-def finished_steps(engine: sa.Engine) -> pd.DataFrame:
-    """(sequence_key, seq_no, step) of ledger rows that need no more sending."""
+def complete_sequences(engine: sa.Engine, keys: Iterable[str], now: dt.datetime) -> int:
+    """Active sequences among ``keys`` with nothing left to send are completed."""
+    keys = list(set(keys))
+    s = sequences.c
+    count = 0
+    with engine.begin() as conn:
+        for chunk in _chunks(keys):
+            still_owed = sa.select(c.sequence_key).where(c.sequence_key.in_(chunk), c.status.in_(OPEN))
+            count += conn.execute(
+                sequences.update()
+                .where(s.sequence_key.in_(chunk), s.status == "active", s.planned_at.is_not(None),
+                       s.sequence_key.not_in(still_owed))
+                .values(status="completed", updated_at=now)
+            ).rowcount
+    return count
+
+
+# --- operators' tools -------------------------------------------------------------------------------
+
+
+def put_back(
+    engine: sa.Engine,
+    statuses: list[str],
+    *,
+    reason_contains: str | None = None,
+    due_from: dt.datetime | None = None,
+    due_to: dt.datetime | None = None,
+) -> list[sa.Row]:
+    """Make skipped/held rows retryable again (rendered afresh, sent however late): ``xmas retry``."""
+    where = [c.status.in_(statuses)]
+    if reason_contains:
+        where.append(c.reason.ilike(f"%{reason_contains}%"))
+    if due_from is not None:
+        where.append(c.due_at >= due_from)
+    if due_to is not None:
+        where.append(c.due_at < due_to)
+    with engine.begin() as conn:
+        rows = list(conn.execute(sa.select(c.id, c.email, c.step, c.status, c.reason).where(*where).order_by(c.id)))
+        for chunk in _chunks([r.id for r in rows]):
+            conn.execute(
+                deliveries.update()
+                .where(c.id.in_(chunk), c.status.in_(statuses))
+                .values(status=FAILED, reason="put back by xmas retry", late_ok=True, message=None, batch_key=None)
+            )
+    return rows
+
+
+# --- what the schedule, the checks and the UI read ----------------------------------------------------
+
+
+def has_work(engine: sa.Engine, campaign: str, now: dt.datetime, wall: dt.datetime, lease: dt.timedelta) -> str | None:
+    """Why a delivery run is needed now (a step due and unsent, an in-doubt claim, an unplanned sequence), or None."""
+    with engine.connect() as conn:
+        due = conn.execute(
+            sa.select(c.due_at).where(c.campaign == campaign, c.status.in_([SCHEDULED, FAILED]), c.due_at <= now)
+            .order_by(c.due_at).limit(1)
+        ).scalar()
+        if due is not None:
+            return "steps due"
+        stale = conn.execute(
+            sa.select(c.id).where(c.campaign == campaign, c.status == CLAIMED, c.claimed_at < wall - lease).limit(1)
+        ).scalar()
+        if stale is not None:
+            return "claims to resume"
+        s = sequences.c
+        unplanned_seq = conn.execute(
+            sa.select(s.sequence_key).where(s.campaign == campaign, s.planned_at.is_(None), s.status == "active").limit(1)
+        ).scalar()
+        return "sequences to plan" if unplanned_seq is not None else None
+
+
+def next_due(engine: sa.Engine, campaign: str) -> dt.datetime | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.min(c.due_at)).where(c.campaign == campaign, c.status.in_([SCHEDULED, FAILED]))
+        ).scalar()
+
+
+def overdue(engine: sa.Engine, campaign: str, before: dt.datetime, limit: int = 20) -> tuple[int, list[sa.Row]]:
+    """Steps due before ``before`` that are still owed: neither sent, skipped with a reason nor recorded late."""
+    where = [c.campaign == campaign, c.status.in_(OPEN), c.due_at < before]
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(*where)).scalar_one()
+        rows = list(
+            conn.execute(
+                sa.select(c.email, c.step, c.due_at, c.status, c.reason).where(*where).order_by(c.due_at).limit(limit)
+            )
+        )
+    return count, rows
+
+
+def sent_between(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime) -> list[sa.Row]:
+    """Everything that went out in [start, end): enrollment's email 1, scheduled runs and CLI sends alike."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(c.email, c.step, c.subject, c.provider, c.provider_id, c.sent_at, c.due_at, c.run_id)
+                .where(c.campaign == campaign, c.status == SENT, c.sent_at >= start, c.sent_at < end)
+                .order_by(c.sent_at, c.id)
+            )
+        )
+
+
+def due_between_by_status(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(deliveries.c.sequence_key, deliveries.c.seq_no, deliveries.c.step).where(
-                deliveries.c.status.in_(FINISHED)
-            )
+            sa.select(c.status, sa.func.count())
+            .where(c.campaign == campaign, c.due_at >= start, c.due_at < end)
+            .group_by(c.status)
         ).all()
-    frame = pd.DataFrame(rows, columns=["sequence_key", "seq_no", "step"])
-    if frame["seq_no"].isna().any():
-        frame["seq_no"] = [sequence_number(k) for k in frame["sequence_key"]]
-    return frame.astype({"seq_no": "int64", "step": "int64"})
+    return dict(rows)
+
+
+def not_sent_between(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime, limit: int = 50) -> list[sa.Row]:
+    """Steps due in [start, end) that were skipped, recorded late, expired, failed or held, with the reason."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(c.email, c.step, c.status, c.reason, c.due_at, c.late_by_s)
+                .where(c.campaign == campaign, c.due_at >= start, c.due_at < end,
+                       c.status.in_([SKIPPED, LATE, EXPIRED, FAILED, HELD]))
+                .order_by(c.due_at, c.id)
+                .limit(limit)
+            )
+        )
 
 
 def unsynced(engine: sa.Engine) -> list[sa.Row]:
     """Sent rows whose "Email N Sent" date has not reached the CRM yet."""
-    c = deliveries.c
     with engine.connect() as conn:
-        return list(conn.execute(sa.select(c.id, c.sequence_key, c.step, c.sent_at).where(c.status == "sent", c.crm_synced.is_(False))))
+        return list(conn.execute(sa.select(c.id, c.sequence_key, c.step, c.sent_at).where(c.status == SENT, c.crm_synced.is_(False))))
 
 
 def mark_synced(engine: sa.Engine, ids: list[int]) -> None:
     with engine.begin() as conn:
-        for start in range(0, len(ids), 500):
-            conn.execute(deliveries.update().where(deliveries.c.id.in_(ids[start : start + 500])).values(crm_synced=True))
+        for chunk in _chunks(ids):
+            conn.execute(deliveries.update().where(c.id.in_(chunk)).values(crm_synced=True))
 
 
 def record_provider_event(engine: sa.Engine, provider_id: str, event: str, at: dt.datetime) -> str | None:
     """A provider webhook (delivered/bounced/complained) for one message; returns its recipient, if known."""
-    c = deliveries.c
     with engine.begin() as conn:
         row = conn.execute(sa.select(c.id, c.email).where(c.provider_id == provider_id)).first()
         if row is None:
@@ -296,14 +574,14 @@ def record_provider_event(engine: sa.Engine, provider_id: str, event: str, at: d
 
 
 def rows_for(engine: sa.Engine, *, email: str | None = None) -> list[sa.Row]:
-    q = sa.select(deliveries).order_by(deliveries.c.sequence_key, deliveries.c.step)
+    q = sa.select(deliveries).order_by(c.sequence_key, c.step)
     if email is not None:
-        q = q.where(deliveries.c.email == email.strip().lower())
+        q = q.where(c.email == email.strip().lower())
     with engine.connect() as conn:
         return list(conn.execute(q))
 
 
 def counts(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)).all()
+        rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
     return dict(rows)

@@ -90,28 +90,38 @@ sequences = sa.Table(
     sa.Column("crm_id", sa.String(64)),
     sa.Column("edited_at", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # When the sequence's steps got their ledger rows; NULL means "plan me" (e.g. a sequence first seen in the CRM).
+    sa.Column("planned_at", UTCDateTime),
     sa.UniqueConstraint("email", "campaign", name="uq_sequence_email_campaign"),
+    sa.Index("ix_sequences_unplanned", "planned_at", "status"),
 )
 
-# The delivery ledger: the system of record for "was step N of this sequence sent".
+# The delivery ledger: the system of record for "was step N of this sequence sent". Every step of a
+# sequence gets its row when the sequence is planned (status "scheduled", with its due time), so what is
+# owed on a day, what is overdue and what went out are all indexed queries on this one table.
 deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sequence_key", sa.String(64), nullable=False),
     sa.Column("seq_no", sa.BigInteger),
+    sa.Column("campaign", sa.String(120)),  # the journey this step belongs to
     sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("template", sa.String(200)),
     sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
-    # claimed -> sent | failed (retryable) | skipped (final) ; external = sent by someone else
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),  # the row's identity
+    # scheduled -> claimed -> sent | failed (retried) | skipped | held ; late, expired, external: see store/ledger.py
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("due_at", UTCDateTime),
+    sa.Column("late_by_s", sa.Integer),  # how late the step was when the system got to it (status late)
+    sa.Column("late_ok", sa.Boolean),  # an operator asked for it to go however late (xmas retry)
     sa.Column("claim_token", sa.String(64)),
-    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("claimed_at", UTCDateTime),  # renewed while the claiming run works; the lease runs from here
     sa.Column("batch_key", sa.String(200)),
+    sa.Column("handoffs", sa.Integer),  # renders handed to a provider; >1 means a new provider key
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("message", sa.Text),  # the rendered message as JSON, frozen at claim so a resume resends it verbatim
+    sa.Column("message", sa.Text),  # the rendered message as JSON, frozen before the provider call
     sa.Column("subject", sa.String(500)),
     sa.Column("provider", sa.String(20)),
     sa.Column("provider_id", sa.String(200)),
@@ -121,7 +131,10 @@ deliveries = sa.Table(
     sa.Column("event_at", UTCDateTime),
     sa.Column("run_id", sa.String(64)),
     sa.UniqueConstraint("sequence_key", "step", name="uq_delivery_sequence_step"),
-    sa.Index("ix_deliveries_status", "status"),
+    sa.Index("ix_deliveries_status_due", "status", "due_at"),
+    sa.Index("ix_deliveries_sent_at", "sent_at"),
+    sa.Index("ix_deliveries_batch", "batch_key"),
+    sa.Index("ix_deliveries_claim", "claim_token"),
     sa.Index("ix_deliveries_email", "email"),
 )
 

@@ -1,10 +1,9 @@
 import datetime as dt
 
-import pandas as pd
 import pytest
 
-from xmas_pipeline.campaign.loader import load_campaign
-from xmas_pipeline.campaign.timetable import campaign_day, compute_emails_due, day_bounds, due_at
+from xmas_pipeline.campaign.loader import load_campaign, parse_campaign
+from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, due_at, plan_steps
 from xmas_pipeline.settings import DEFAULT_CAMPAIGN_FILE
 
 TZ_OFFSET = dt.timezone(dt.timedelta(hours=-5))
@@ -15,57 +14,40 @@ def campaign():
     return load_campaign(DEFAULT_CAMPAIGN_FILE)
 
 
-def frame(rows):
-    df = pd.DataFrame(rows, columns=["sequence_key", "email", "segment", "status", "anchor"])
-    df["anchor_ns"] = pd.to_datetime(df["anchor"], utc=True).astype("datetime64[ns, UTC]").astype("int64")
-    return df.drop(columns=["anchor"])
-
-
 def test_the_shipped_campaign_is_christmas_2026(campaign):
     assert campaign.name == "Christmas 2026"
     assert campaign.timezone == "America/Toronto"
     assert [s.day_offset for s in campaign.steps] == [0, 2, 3, 4, 6, 8, 10]
+    assert campaign.late_send.max_lateness == dt.timedelta(hours=24)
 
 
 def test_steps_fall_on_their_days(campaign):
     anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
-    seqs = frame([("a", "a@example.com", "URGENT", "active", anchor)])
-    empty = pd.DataFrame(columns=["sequence_key", "step"])
-    found = {}
-    for offset in range(12):
-        day = dt.date(2026, 11, 5) + dt.timedelta(days=offset)
-        due = compute_emails_due(campaign, seqs, empty, day)
-        for step in due["step"]:
-            found[int(step)] = offset
-    assert found == {1: 0, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 7: 10}
+    plan = plan_steps(campaign, anchor)
+    days = {p.step: (campaign_day(campaign, p.due_at) - dt.date(2026, 11, 5)).days for p in plan}
+    assert days == {1: 0, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 7: 10}
+    assert all(p.state == "scheduled" and p.due_at.tzinfo == dt.timezone.utc for p in plan)
+    assert [p.template for p in plan] == [f"email_{n}" for n in range(1, 8)]
 
 
-def test_vectorized_agrees_with_the_one_row_version(campaign):
-    anchor = dt.datetime(2026, 11, 10, 23, 30, tzinfo=TZ_OFFSET)
-    seqs = frame([("a", "a@example.com", "URGENT", "active", anchor)])
-    due = compute_emails_due(campaign, seqs, pd.DataFrame(columns=["sequence_key", "step"]), dt.date(2026, 11, 13))
-    assert list(due["step"]) == [3]
-    assert due["due_at"][0].to_pydatetime() == due_at(campaign, anchor, 3)
-    assert campaign_day(campaign, due_at(campaign, anchor, 3)) == dt.date(2026, 11, 13)
+def test_a_late_evening_signup_keeps_its_exact_times_across_days(campaign):
+    anchor = dt.datetime(2026, 11, 10, 23, 50, tzinfo=TZ_OFFSET)
+    plan = plan_steps(campaign, anchor)
+    assert plan[2].due_at == due_at(campaign, anchor, 3) == anchor + dt.timedelta(days=3)
+    assert campaign_day(campaign, plan[2].due_at) == dt.date(2026, 11, 13)
 
 
-def test_finished_inactive_and_late_steps_are_not_due(campaign):
+def test_steps_after_the_campaign_end_are_planned_as_expired(campaign):
+    anchor = dt.datetime(2026, 12, 18, 10, tzinfo=TZ_OFFSET)  # steps 5..7 would fall after Dec 24
+    plan = plan_steps(campaign, anchor)
+    assert [p.state for p in plan] == ["scheduled"] * 4 + ["expired"] * 3
+    assert "after the campaign end 2026-12-24 00:00 EST" in plan[4].reason
+
+
+def test_a_demo_day_lasts_a_minute(campaign):
     anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
-    late = dt.datetime(2026, 12, 22, 10, tzinfo=TZ_OFFSET)  # step 2 would fall after the campaign end
-    seqs = frame(
-        [
-            ("a", "a@example.com", "URGENT", "active", anchor),
-            ("b", "b@example.com", "CRITICAL", "exited", anchor),
-            ("c", "c@example.com", "OPTIMIZE", "active", anchor),
-            ("d", "d@example.com", "OPTIMIZE", "active", late),
-        ]
-    )
-    finished = pd.DataFrame([("c", 3)], columns=["sequence_key", "step"])
-    due = compute_emails_due(campaign, seqs, finished, dt.date(2026, 11, 8))
-    assert list(due["sequence_key"]) == ["a"]
-    assert list(compute_emails_due(campaign, seqs, finished, dt.date(2026, 12, 22))["step"]) == [1]
-    assert compute_emails_due(campaign, seqs, finished, dt.date(2026, 12, 24)).empty
-    assert compute_emails_due(campaign, seqs, finished, dt.date(2026, 12, 25)).empty
+    plan = plan_steps(campaign, anchor, day_seconds=60)
+    assert plan[-1].due_at - anchor == dt.timedelta(minutes=10)
 
 
 def test_day_bounds_follow_the_campaign_timezone_across_dst(campaign):
@@ -74,10 +56,16 @@ def test_day_bounds_follow_the_campaign_timezone_across_dst(campaign):
     assert start.utcoffset() == dt.timedelta(0)
 
 
-def test_a_sequence_number_collision_never_hides_a_due_step(campaign):
-    anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
-    seqs = frame([("a" * 32, "a@example.com", "URGENT", "active", anchor), ("b" * 32, "b@example.com", "URGENT", "active", anchor)])
-    seqs["seq_no"] = [7, 7]  # forced collision
-    finished = pd.DataFrame([("a" * 32, 7, 2)], columns=["sequence_key", "seq_no", "step"])
-    due = compute_emails_due(campaign, seqs, finished, dt.date(2026, 11, 7))
-    assert list(due["email"]) == ["b@example.com"]
+@pytest.mark.parametrize("value, expected", [("24h", 24 * 3600), ("90m", 5400), ("2d", 172800), ("1d12h", 129600), ("0", 0)])
+def test_late_send_durations(value, expected):
+    text = DEFAULT_CAMPAIGN_FILE.read_text().replace("max_lateness: 24h", f"max_lateness: {value}")
+    assert parse_campaign(text).late_send.max_lateness.total_seconds() == expected
+
+
+@pytest.mark.parametrize("value", ["-1h", "soon", "1e400h", "nan", "true"])
+def test_a_bad_late_send_duration_names_the_field(value):
+    from xmas_pipeline.campaign.loader import CampaignFileError
+
+    text = DEFAULT_CAMPAIGN_FILE.read_text().replace("max_lateness: 24h", f"max_lateness: {value}")
+    with pytest.raises(CampaignFileError, match="late_send.max_lateness"):
+        parse_campaign(text)

@@ -24,7 +24,7 @@ from xmas_pipeline.crm.notion import NotionCRM
 from xmas_pipeline.settings import DEFAULT_CAMPAIGN_FILE
 from xmas_pipeline.store import ledger, mirror
 from xmas_pipeline.store.db import engine_for
-from xmas_pipeline.store.ledger import Due
+from xmas_pipeline.planning import plan_sequence
 from xmas_pipeline_tests.fakes.notion import NotionEmulator
 from xmas_pipeline_tests.fakes.notion_setup import data_source, xmas_databases
 
@@ -70,14 +70,18 @@ class Backend:
         created = self.crm.create_sequence(sequence)
         with self.engine.begin() as conn:
             mirror.insert_sequence(conn, created, {"first_name": created.first_name}, self.clock())
+            plan_sequence(conn, CAMPAIGN, sequence_key=created.sequence_key, email=created.email,
+                          anchor=created.signup_at, day_seconds=86400, now=self.clock())
         return created
 
     def record_sends(self, seq: SequenceRecord, sent: dict[int, dt.datetime], completed: bool) -> None:
         """delivery: claim + mark_sent in the ledger, completion in the sequences table, then the
         coalesced write-back ``crm.update_sequences`` (one update for the sequence)."""
+        rows = {r.step: r.id for r in ledger.rows_for(self.engine, email=seq.email)}
         for step, at in sent.items():
-            claims = ledger.claim(self.engine, [Due(seq.sequence_key, step, seq.email, seq.signup_at)])
-            ledger.mark_sent(self.engine, [(claims[0], "outbox", f"outbox-{step}")], at)
+            token = ledger.new_token()
+            claims = ledger.claim(self.engine, [rows[step]], token=token, wall=at, lease=ledger.DEFAULT_LEASE, run_id=None)
+            assert not ledger.settle(self.engine, token, [(claims[0].id, ledger.sent("outbox", f"outbox-{step}", at))])
         if completed:
             mirror.set_status(self.engine, [seq.sequence_key], "completed", None, self.clock())
         self.crm.update_sequences(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from xmas_pipeline.backends import delivery_context
 from xmas_pipeline.campaign.rendering import TemplateSource
-from xmas_pipeline.campaign.timetable import campaign_day, compute_emails_due
+from xmas_pipeline.campaign.timetable import campaign_day, day_bounds
 from xmas_pipeline.cli import main as xmas
 from xmas_pipeline.delivery import deliver
 from xmas_pipeline.enrollment import enroll_events
@@ -23,13 +23,10 @@ from xmas_pipeline_tests.fakes.resend import ResendEmulator
 from xmas_pipeline_tests.test_delivery.helpers import enroll, signup
 
 
-def due_on(ctx, day_offset: float) -> list[Due]:
-    day = campaign_day(ctx.campaign, ctx.clock.now())
-    frame = compute_emails_due(
-        ctx.campaign, mirror.sequences_frame(ctx.engine, ctx.campaign.name), ledger.finished_steps(ctx.engine), day,
-        day_seconds=ctx.clock.day_seconds,
-    )
-    return [Due(r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime()) for r in frame.itertuples()]
+def due_on(ctx, day_offset: float = 0) -> list[Due]:
+    """What today's live delivery run would be given: today's steps and every earlier one still owed."""
+    start, end = day_bounds(ctx.campaign, campaign_day(ctx.campaign, ctx.clock.now()))
+    return ledger.dues(ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=True))
 
 
 def at(make_settings, base: dt.datetime, days: float, **env):
@@ -151,7 +148,7 @@ def test_an_event_that_cannot_be_enrolled_goes_dead_and_can_be_replayed(settings
     out = capsys.readouterr().out
     assert f"{bad:>6}  bad@example.com" in out and "first_name" in out
     assert xmas(["events", "--replay", str(bad)]) == 0
-    assert inbound.events_to_retry(engine, dt.datetime.now(dt.timezone.utc), dt.timedelta(minutes=10), 10) == [bad]
+    assert inbound.dispatch_waiting(engine, dt.datetime.now(dt.timezone.utc), 10).ids == [bad]
 
 
 def test_demo_clock_plays_a_day_in_a_minute(make_settings):
@@ -172,7 +169,7 @@ def test_a_message_the_provider_refuses_for_good_is_not_retried_forever(settings
         ctx.sender = ResendSender(api_key=resend.api_key, api_url=resend.api_url)
         resend.fail_next(1, status=422, name="validation_error")
         report = deliver(ctx, due_on(ctx, 2))
-        assert report.sent == [] and "refused by resend" in report.failed[0]["error"]
+        assert report.sent == [] and "refused by resend" in report.skipped[0]["reason"]
         requests = resend.requests
         assert deliver(ctx, due_on(ctx, 2)).sent == []
         assert resend.requests == requests and resend.sent == []

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from xmas_pipeline.mail.base import OutgoingMessage, QuotaExceeded, SendError
+from xmas_pipeline.mail.base import ConfigurationError, OutgoingMessage, QuotaExceeded, SendError
 from xmas_pipeline.mail.message import message_id_for
 from xmas_pipeline.mail.resend import ResendSender
 from xmas_pipeline_tests.fakes.resend import ResendEmulator
@@ -87,15 +87,16 @@ def test_lost_response_is_retried_with_the_same_key(emu):
     assert len(emu.sent) == 1 and emu.requests == 2 and sleeps.waits == [1.0]
 
 
-def test_same_key_other_body_is_a_permanent_error(emu):
+def test_same_key_other_body_is_uncertain_never_a_skip(emu):
+    """Resend holds another message under the key: it may have gone, so neither resend nor skip is safe."""
     sender = sender_for(emu)
     assert sender.send("b", [make("k-1", subject="first")])[0].ok
     (result,) = sender.send("b", [make("k-1", subject="changed")])
-    assert not result.ok and result.permanent and "invalid_idempotent_request" in result.error
+    assert not result.ok and result.uncertain and not result.permanent and "invalid_idempotent_request" in result.error
     batch = [make("a"), make("b")]
     assert all(r.ok for r in sender.send("batch-X", batch))
     results = sender.send("batch-X", [make("a"), make("c", subject="other")])
-    assert all(r.permanent and "invalid_idempotent_request" in r.error for r in results)
+    assert all(r.uncertain and "xmas retry --held" in r.error for r in results)
     assert len(emu.sent) == 3
 
 
@@ -183,7 +184,7 @@ def test_server_errors_retry_then_raise(emu):
 
 def test_bad_api_key_and_unreachable_server(emu):
     bad = ResendSender("re_wrong", api_url=emu.api_url, timeout=5, sleep=Sleeps())
-    with pytest.raises(SendError, match="API key"):
+    with pytest.raises(ConfigurationError, match="API key"):
         bad.send("b", [make("k-1")])
     gone = ResendSender("re_x", api_url="http://127.0.0.1:9", timeout=1, sleep=Sleeps())
     with pytest.raises(SendError, match="unreachable"):

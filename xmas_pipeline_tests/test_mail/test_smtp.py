@@ -13,7 +13,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from xmas_pipeline.mail.base import OutgoingMessage, SendError
+from xmas_pipeline.mail.base import ConfigurationError, NotSent, OutgoingMessage, SendError
 from xmas_pipeline.mail.message import message_id_for
 from xmas_pipeline.mail.smtp import SmtpSender
 
@@ -142,7 +142,7 @@ def test_implicit_tls(implicit_tls_server, tls):
 def test_wrong_password_names_credentials(starttls_server, tls):
     controller, handler = starttls_server
     sender = SmtpSender("127.0.0.1", controller.port, USER, "wrong", timeout=5, ssl_context=tls[1])
-    with pytest.raises(SendError, match="credentials"):
+    with pytest.raises(ConfigurationError, match="credentials"):
         sender.send("b", [make("k-1")])
     assert handler.messages == []
 
@@ -150,11 +150,11 @@ def test_wrong_password_names_credentials(starttls_server, tls):
 def test_wrong_tls_mode_and_closed_port(starttls_server, tls):
     controller, _ = starttls_server
     wrong_mode = SmtpSender("127.0.0.1", controller.port, USER, PASSWORD, tls="ssl", timeout=5, ssl_context=tls[1])
-    with pytest.raises(SendError, match="TLS mode"):
+    with pytest.raises(ConfigurationError, match="TLS mode"):
         wrong_mode.send("b", [make("k-1")])
     untrusted = SmtpSender("127.0.0.1", controller.port, USER, PASSWORD, timeout=5)  # system CAs only
-    with pytest.raises(SendError, match="certificate"):
+    with pytest.raises(ConfigurationError, match="certificate"):
         untrusted.send("b", [make("k-1")])
     closed = SmtpSender("127.0.0.1", free_port(), timeout=5)
-    with pytest.raises(SendError, match="host, the port"):
+    with pytest.raises(NotSent, match="host, the port"):
         closed.send("b", [make("k-1")])
