@@ -14,7 +14,9 @@ unchanged as a journey triggered by a signup, with its ``day_offset`` steps read
     exits: [booking_cancelled]     # unsubscribed, bounced, complained and stopped always apply
 
 Durations are whole days, hours and minutes in that order: ``0``, ``90m``, ``2h``, ``72h``, ``2d``,
-``1d12h``. Errors name the field (``steps[2].after``: list positions count from 1, like step numbers).
+``1d12h``; they are elapsed time (``2d`` is 48 hours, also across a DST change), as the timetable has
+always counted them, and the send window then puts the step at a decent local hour.
+Errors name the field (``steps[2].after``: list positions count from 1, like step numbers).
 """
 
 from __future__ import annotations
@@ -196,7 +198,9 @@ class JourneyStep(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     number: int = Field(ge=1)
-    template: str = Field(min_length=1, description="Template name (a folder under templates/, or a Notion 'Template Name').")
+    template: str = Field(
+        min_length=1, description="Template name (a folder under templates/, or a Notion 'Template Name')."
+    )
     after: Duration | None = Field(default=None, description="Due this long after the trigger.")
     before: Duration | None = Field(default=None, description="Due this long before the event (a reminder).")
 
@@ -318,12 +322,15 @@ class Journey(BaseModel):
         if self.end.tzinfo is None:
             self.end = self.end.replace(tzinfo=self.tz)
         if self.end.date() < self.start_date:
-            raise ValueError(f"end ({self.end.date()}) is before start_date ({self.start_date}): the journey ends before it starts")
+            raise ValueError(
+                f"end ({self.end.date()}) is before start_date ({self.start_date}): the journey ends before it starts"
+            )
         if self.send_window is not None:
             unknown = sorted(n for n in self.send_window.exempt_steps if n > len(self.steps))
             if unknown:
                 raise ValueError(
-                    f"send_window.exempt_steps names step {unknown[0]}, but the journey's steps are 1..{len(self.steps)}"
+                    f"send_window.exempt_steps names step {unknown[0]}, "
+                    f"but the journey's steps are 1..{len(self.steps)}"
                 )
         return self
 
@@ -362,6 +369,11 @@ def _where(loc: tuple) -> str:
     return out
 
 
+def _problem(error: dict) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{_where(error['loc'])}: {message}" if error["loc"] else message
+
+
 def parse_journey(text: str, source: str = "<journey>") -> Journey:
     try:
         data = yaml.safe_load(text)
@@ -372,9 +384,7 @@ def parse_journey(text: str, source: str = "<journey>") -> Journey:
     try:
         return Journey.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_where(e['loc']) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise JourneyFileError(f"{source} is not a valid journey: {problems}") from exc
 
 

@@ -112,7 +112,9 @@ def test_validate_timezone_accepts_iana_names_and_fixes_their_case():
     assert validate_timezone("UTC") == "UTC"
 
 
-@pytest.mark.parametrize("name", ["EST", "-05:00", "GMT+5", "Mars/Olympus", "/etc/localtime", "../etc/passwd", "", "localtime"])
+@pytest.mark.parametrize(
+    "name", ["EST", "-05:00", "GMT+5", "Mars/Olympus", "/etc/localtime", "../etc/passwd", "", "localtime"]
+)
 def test_validate_timezone_refuses_everything_else(name):
     with pytest.raises(ValueError, match="IANA"):
         validate_timezone(name)
@@ -277,7 +279,8 @@ def test_every_journey_of_the_origin_system_ships_with_its_timing(shipped):
         assert j.trigger is trigger, slug
         assert (FILES / f"{slug}.yaml").is_file(), "the file is named after the journey"
         if timing is not None:
-            got = [("before", format_duration(s.before)) if s.before else ("after", format_duration(s.after)) for s in j.steps]
+            got = [("before", format_duration(s.before)) if s.before else ("after", format_duration(s.after))
+                   for s in j.steps]
             assert got == timing, slug
 
 

@@ -125,7 +125,10 @@ def cases(draw):
     return zone, due, w
 
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)
+# Bounded and repeatable: ~3 s per property on a shared CI core; derandomize so CI never flakes on a new seed.
+PROPERTY = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 
 
 # --------------------------------------------------------------------------------------------- properties
