@@ -81,7 +81,7 @@ def plan_sequence(
     last_reminder: PlannedStep | None = None
     for step in journey.steps:
         if step.before is not None:
-            planned = _plan_reminder(journey, step, trigger_at, event_at, window, tz, last_reminder)
+            planned = _plan_reminder(step, trigger_at, event_at, window, tz, last_reminder)
             if planned.state == SCHEDULED:
                 last_reminder = planned
         else:
@@ -94,7 +94,6 @@ def plan_sequence(
 
 
 def _plan_reminder(
-    journey: Journey,
     step: JourneyStep,
     trigger_at: dt.datetime,
     event_at: dt.datetime,
