@@ -40,6 +40,8 @@ setup(
             "pytest-timeout>=2.3",
             "aiosmtpd>=1.4.6",
             "trustme>=1.1",
+            # Property-based tests of the send window (any instant, any IANA zone, across DST changes).
+            "hypothesis>=6.100",
             "psycopg2-binary>=2.9",
             f"dagster-postgres=={DAGSTER_LIBS}",
         ],
