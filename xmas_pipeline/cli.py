@@ -232,22 +232,48 @@ def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed or report.in_doubt else 0
 
 
-def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    from xmas_pipeline.store import mirror, suppressions
-    from xmas_pipeline.store.db import engine_for
+# What a stop shows in the contact's campaign status (Notion "Christmas Campaign Status").
+STOPPED_STATUS = "Stopped"
 
-    engine = engine_for(settings.database_url)
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop sends at once, then tell the CRM the way an unsubscribe does (sequence completed, contact status)."""
+    from xmas_pipeline.backends import delivery_context
+    from xmas_pipeline.delivery import sync_crm
+    from xmas_pipeline.store import mirror, suppressions
+
+    ctx = delivery_context(settings, run_id="cli")
+    engine, now = ctx.engine, ctx.clock.now()
     email = args.email.strip().lower()
+    # The local stop comes first and alone decides what is sent: it must not wait for the CRM.
     if args.unsubscribe:
-        suppressions.suppress(engine, email, "unsubscribed", "xmas stop --unsubscribe", settings.clock.now())
+        suppressions.suppress(engine, email, "unsubscribed", "xmas stop --unsubscribe", now)
         _print(f"{email} is suppressed and every active sequence of theirs is stopped")
-        return 0
-    keys = [s["sequence_key"] for s in mirror.sequences_for_email(engine, email) if s["status"] == "active"]
-    if not keys:
-        _print(f"{email} has no active sequence; nothing changed")
+    else:
+        keys = [s["sequence_key"] for s in mirror.sequences_for_email(engine, email) if s["status"] == "active"]
+        if not keys:
+            _print(f"{email} has no active sequence; nothing changed")
+            return 1
+        mirror.set_status(engine, keys, "exited", args.reason, now)
+        _print(f"stopped {len(keys)} sequence(s) of {email}: {args.reason}")
+
+    # The same write-back an unsubscribe gets from the next delivery run, done now: the sequence row is
+    # marked completed (and an unsubscribe's contact says Unsubscribed). If the CRM is down, that run retries.
+    errors = sync_crm(ctx)
+    contact = mirror.get_contact(engine, email)
+    if not args.unsubscribe and not errors and contact is not None and contact.campaign_status != STOPPED_STATUS:
+        try:
+            contact = ctx.crm.save_contact(contact.model_copy(update={"campaign_status": STOPPED_STATUS}))
+            mirror.upsert_contacts(engine, [contact], now)
+        except Exception as exc:  # the stop stands; say what the CRM is missing
+            errors.append(f"the contact's campaign status could not be set to {STOPPED_STATUS}: {exc}")
+    if errors:
+        for error in errors:
+            _print(f"the {ctx.crm.name} CRM was not fully told: {error}")
+        _print("no email will be sent either way; the next delivery run retries the sequence write-back")
         return 1
-    mirror.set_status(engine, keys, "exited", args.reason, settings.clock.now())
-    _print(f"stopped {len(keys)} sequence(s) of {email}: {args.reason}")
+    status = contact.campaign_status if contact is not None else "-"
+    _print(f"the {ctx.crm.name} CRM has it: sequence marked done, campaign status {status}")
     return 0
 
 
