@@ -129,3 +129,92 @@ def test_a_stop_while_notion_is_down_still_stops_and_says_what_the_crm_is_missin
         [seq] = mirror.sequences_for_email(engine, "phone@example.com")
         assert seq["status"] == "exited"  # no email goes out, whatever the CRM said
         assert [e["email"] for e in mirror.exits_to_sync(engine)] == ["phone@example.com"]  # the next run retries
+
+
+# --- a newcomer's first hour ----------------------------------------------------------------------
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`xmas events | head`: the reader is gone before xmas writes; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from xmas_pipeline.settings import PROJECT_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XMAS_")}
+    env.update({"XMAS_HOME": str(tmp_path / "home"), "XMAS_NOW": "2026-11-05T10:00:00-05:00"})
+    # The parent closes its end of the pipe at once; xmas needs a second to import before it writes.
+    proc = subprocess.Popen([sys.executable, "-m", "xmas_pipeline.cli", "events"], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, stderr
+    assert stderr == ""
+
+
+def test_the_readme_posts_the_same_signup_make_run_prints(settings):
+    from xmas_pipeline.cli import run_banner
+    from xmas_pipeline.settings import PROJECT_ROOT
+
+    banner = run_banner(settings, "127.0.0.1", 8000, 3000)
+    curl = [line.strip() for line in banner.splitlines() if line.strip().startswith(("curl ", "-d '"))]
+    readme = [line.strip() for line in (PROJECT_ROOT / "README.md").read_text().splitlines()]
+    assert len(curl) == 2
+    assert any(readme[i:i + 2] == curl for i in range(len(readme))), "README's curl differs from `make run`'s"
+
+
+def test_xmas_commands_find_a_running_demo(env, capsys, monkeypatch, tmp_path):
+    import os
+    import subprocess
+
+    from xmas_pipeline import cli
+
+    demo_home = tmp_path / "demo-home"
+    marker = tmp_path / "demo.env"  # what `make demo` writes into .xmas-demo/
+    monkeypatch.setattr(cli, "DEMO_ENV_FILE", marker)
+    for key in ("XMAS_HOME", "XMAS_DATABASE_URL"):  # a newcomer's shell: nothing set
+        env.pop(key)
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    marker.write_text(f"XMAS_HOME={demo_home}\nXMAS_DAY_SECONDS=60\nXMAS_DEMO_PID={os.getpid()}\n")
+    assert cli.main(["events"]) == 0
+    assert f"using the running demo's state in {demo_home}" in capsys.readouterr().err
+    assert (demo_home / "xmas.db").exists()  # the demo's database, not .xmas/
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    marker.write_text(f"XMAS_HOME={demo_home}\nXMAS_DEMO_PID={ended.pid}\n")
+    assert cli.running_demo_env() == {}  # a demo that has stopped leaves its file, not its settings
+
+
+def test_the_shipped_dagster_yaml_turns_off_the_pop_up_and_is_valid(tmp_path, monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
+    from xmas_pipeline.cli import DAGSTER_YAML
+    from xmas_pipeline.settings import PROJECT_ROOT
+
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "embedded" / "dagster.yaml").write_text(DAGSTER_YAML)
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "x")
+    for folder in ("embedded", "deploy"):
+        config, _ = dagster_instance_config(str(tmp_path / folder))
+        assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
+
+
+def test_loading_the_definitions_prints_no_beta_warnings():
+    import subprocess
+    import sys
+
+    from xmas_pipeline.settings import PROJECT_ROOT
+
+    # A fresh interpreter, as a run worker or code server loads the code location, every warning shown.
+    out = subprocess.run([sys.executable, "-W", "always", "-c", "import xmas_pipeline.definitions"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "BetaWarning" not in out.stderr and "PreviewWarning" not in out.stderr
