@@ -282,7 +282,7 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     contact = mirror.get_contact(engine, email)
     if not args.unsubscribe and not errors and contact is not None and contact.campaign_status != STOPPED_STATUS:
         try:
-            contact = ctx.crm.save_contact(contact.model_copy(update={"campaign_status": STOPPED_STATUS}))
+            contact = ctx.crm.save_contact(contact.model_copy(update={"campaign_status": STOPPED_STATUS}), maybe_exists=True)
             mirror.upsert_contacts(engine, [contact], now)
         except Exception as exc:  # the stop stands; say what the CRM is missing
             errors.append(f"the contact's campaign status could not be set to {STOPPED_STATUS}: {exc}")

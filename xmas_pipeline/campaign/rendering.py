@@ -84,10 +84,16 @@ def _env(part: str) -> SandboxedEnvironment:
     return _html_env if part == "html" else _text_env
 
 
+# A process parses and compiles each template source once: the contract check renders every template
+# with all its samples before the first send, and every send renders again.
+@functools.lru_cache(maxsize=512)
+def _parsed(part: str, source: str) -> jinja2.nodes.Template:
+    return _env(part).parse(source)
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled(part: str, source: str) -> jinja2.Template:
-    # Every send renders the contract's samples too (cached per template), so compile each source once.
-    return _env(part).from_string(source)
+    return _env(part).from_string(_parsed(part, source))
 
 
 def _label(template: TemplateSource, base: TemplateSource) -> str:
@@ -109,7 +115,7 @@ def _static_problems(template: TemplateSource) -> list[str]:
                 problems.append(f"{label}: {part} is empty")
                 continue
             try:
-                parsed = _env(part).parse(source)
+                parsed = _parsed(part, source)
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(f"{label}: {part} line {exc.lineno}: {exc.message}")
                 continue
