@@ -19,8 +19,14 @@ run: $(STAMP)
 	$(BIN)/xmas run
 
 ## Same, with campaign days shrunk to one minute: watch a whole 7-email sequence play out in ~10 minutes.
+## .xmas-demo/demo.env records its settings and process id, so `xmas` commands run meanwhile use the demo's state.
+## Other ports: make demo RUN_ARGS='--port 8100 --dagster-port 3100'
 demo: $(STAMP)
-	XMAS_DAY_SECONDS=60 XMAS_DELIVERY_CRON='* * * * *' XMAS_HOME=$${XMAS_HOME:-$(CURDIR)/.xmas-demo} $(BIN)/xmas run
+	@mkdir -p .xmas-demo
+	@home="$${XMAS_HOME:-$(CURDIR)/.xmas-demo}"; \
+	printf 'XMAS_HOME=%s\nXMAS_DAY_SECONDS=60\nXMAS_DEMO_PID=%s\n' "$$home" "$$$$" > .xmas-demo/demo.env; \
+	echo "XMAS_HOME=$$home XMAS_DAY_SECONDS=60 XMAS_DELIVERY_CRON='* * * * *' $(BIN)/xmas run $(RUN_ARGS)"; \
+	XMAS_HOME="$$home" XMAS_DAY_SECONDS=60 XMAS_DELIVERY_CRON='* * * * *' exec $(BIN)/xmas run $(RUN_ARGS)
 
 ## Every test (SQLite; also Postgres when XMAS_TEST_DATABASE_URL is set).
 test: $(STAMP)

@@ -18,6 +18,9 @@ DAGSTER_YAML = """\
 # Written by `xmas run` for the embedded default (SQLite in this folder). Production: deploy/dagster.yaml.
 telemetry:
   enabled: false
+# No newsletter/community pop-up on the first UI visit.
+nux:
+  enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 10
@@ -61,6 +64,34 @@ def _stop(procs: list[subprocess.Popen], grace: float = 20.0) -> None:
             time.sleep(0.1)
 
 
+# The README shows this same signup; a test keeps the two identical.
+SIGNUP_CURL = """\
+curl -sS -X POST {base}/webhook/christmas-signup -H 'Content-Type: application/json' \\
+  -d '{{"email": "sarah@example.com", "first_name": "Sarah", "business_name": "Harbour Salon", "assessment_score": 48, "red_systems": 2, "orange_systems": 3, "yellow_systems": 2, "green_systems": 1, "weakest_system_1": "CREW", "weakest_system_2": "ENGINE"}}'"""
+
+
+def run_banner(settings: Settings, host: str, port: int, dagster_port: int) -> str:
+    """What `xmas run` prints once it has started: where things are and how to post a signup."""
+    base = f"http://{host}:{port}"
+    curl = SIGNUP_CURL.format(base=base).replace("\n", "\n  ")
+    use_home = ""
+    if settings.home != PROJECT_ROOT / ".xmas":  # `xmas contact` & co. must read this state, not .xmas/
+        exports = f"XMAS_HOME={settings.home}" + (f" XMAS_DAY_SECONDS={settings.day_seconds}" if settings.day_seconds != 86400 else "")
+        found = " (`make demo`'s are found without it while it runs)" if settings.home == DEMO_HOME else ""
+        use_home = f"\nFor `xmas` commands in another terminal: export {exports}{found}"
+    return f"""
+xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {settings.database_url})
+  intake   {base}   (API docs: {base}/docs, health: {base}/healthz)
+  dagster  http://{host}:{dagster_port}   (ready in ~15 s; signup_sensor and delivery_schedule run by default)
+  outbox   {settings.outbox_dir}
+
+Post a signup:
+  {curl}
+
+Email 1 lands in the outbox within ~30 s. Ctrl-C stops everything.{use_home}
+"""
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.store.db import engine_for
 
@@ -90,19 +121,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    base = f"http://{args.host}:{args.port}"
-    _print(f"""
-xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {settings.database_url})
-  intake   {base}   (API docs: {base}/docs, health: {base}/healthz)
-  dagster  http://{args.host}:{args.dagster_port}   (ready in ~15 s; signup_sensor and delivery_schedule run by default)
-  outbox   {settings.outbox_dir}
-
-Post a signup:
-  curl -sS -X POST {base}/webhook/christmas-signup -H 'Content-Type: application/json' \\
-    -d '{{"email": "sarah@example.com", "first_name": "Sarah", "business_name": "Sarah\\u2019s Salon", "red_systems": 2, "orange_systems": 1, "assessment_score": 48}}'
-
-Email 1 lands in the outbox within ~30 s. Ctrl-C stops everything.
-""")
+    _print(run_banner(settings, args.host, args.port, args.dagster_port))
     parent = os.getppid()
     exit_code = 0
     try:
@@ -292,22 +311,48 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    from xmas_pipeline.store import mirror, suppressions
-    from xmas_pipeline.store.db import engine_for
+# What a stop shows in the contact's campaign status (Notion "Christmas Campaign Status").
+STOPPED_STATUS = "Stopped"
 
-    engine = engine_for(settings.database_url)
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop sends at once, then tell the CRM the way an unsubscribe does (sequence completed, contact status)."""
+    from xmas_pipeline.backends import delivery_context
+    from xmas_pipeline.delivery import sync_crm
+    from xmas_pipeline.store import mirror, suppressions
+
+    ctx = delivery_context(settings, run_id="cli")
+    engine, now = ctx.engine, ctx.clock.now()
     email = args.email.strip().lower()
+    # The local stop comes first and alone decides what is sent: it must not wait for the CRM.
     if args.unsubscribe:
-        suppressions.suppress(engine, email, "unsubscribed", "xmas stop --unsubscribe", settings.clock.now())
+        suppressions.suppress(engine, email, "unsubscribed", "xmas stop --unsubscribe", now)
         _print(f"{email} is suppressed and every active sequence of theirs is stopped")
-        return 0
-    keys = [s["sequence_key"] for s in mirror.sequences_for_email(engine, email) if s["status"] == "active"]
-    if not keys:
-        _print(f"{email} has no active sequence; nothing changed")
+    else:
+        keys = [s["sequence_key"] for s in mirror.sequences_for_email(engine, email) if s["status"] == "active"]
+        if not keys:
+            _print(f"{email} has no active sequence; nothing changed")
+            return 1
+        mirror.set_status(engine, keys, "exited", args.reason, now)
+        _print(f"stopped {len(keys)} sequence(s) of {email}: {args.reason}")
+
+    # The same write-back an unsubscribe gets from the next delivery run, done now: the sequence row is
+    # marked completed (and an unsubscribe's contact says Unsubscribed). If the CRM is down, that run retries.
+    errors = sync_crm(ctx)
+    contact = mirror.get_contact(engine, email)
+    if not args.unsubscribe and not errors and contact is not None and contact.campaign_status != STOPPED_STATUS:
+        try:
+            contact = ctx.crm.save_contact(contact.model_copy(update={"campaign_status": STOPPED_STATUS}), maybe_exists=True)
+            mirror.upsert_contacts(engine, [contact], now)
+        except Exception as exc:  # the stop stands; say what the CRM is missing
+            errors.append(f"the contact's campaign status could not be set to {STOPPED_STATUS}: {exc}")
+    if errors:
+        for error in errors:
+            _print(f"the {ctx.crm.name} CRM was not fully told: {error}")
+        _print("no email will be sent either way; the next delivery run retries the sequence write-back")
         return 1
-    mirror.set_status(engine, keys, "exited", args.reason, settings.clock.now())
-    _print(f"stopped {len(keys)} sequence(s) of {email}: {args.reason}")
+    status = contact.campaign_status if contact is not None else "-"
+    _print(f"the {ctx.crm.name} CRM has it: sequence marked done, campaign status {status}")
     return 0
 
 
@@ -360,15 +405,53 @@ def _add_notion_commands(sub) -> None:
     add_notion_commands(sub)
 
 
-def main(argv: list[str] | None = None) -> int:
+# `make demo` runs with its own home and clock, and writes them here with its process id.
+DEMO_HOME = PROJECT_ROOT / ".xmas-demo"
+DEMO_ENV_FILE = DEMO_HOME / "demo.env"
+
+
+def running_demo_env() -> dict[str, str]:
+    """The settings of a `make demo` that is running now (from DEMO_ENV_FILE), else {}."""
+    try:
+        lines = DEMO_ENV_FILE.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    values = dict(line.split("=", 1) for line in lines if "=" in line)
+    try:
+        os.kill(int(values.pop("XMAS_DEMO_PID", "")), 0)
+    except (ValueError, ProcessLookupError):
+        return {}  # the demo has stopped: its file is left behind, its settings no longer apply
+    except PermissionError:
+        pass  # alive, but another user's process
+    return {k: v for k, v in values.items() if k.startswith("XMAS_")}
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    if args.command != "run" and not environ.get("XMAS_HOME", "").strip():
+        # While `make demo` runs, `xmas contact` & co. look at the demo, not at an empty .xmas/.
+        demo = running_demo_env()
+        if demo:
+            environ = {**demo, **environ}
+            print(f"xmas: using the running demo's state in {environ['XMAS_HOME']} (set XMAS_HOME to choose)", file=sys.stderr)
     try:
-        settings = load_settings()
+        settings = load_settings(environ)
         return args.func(args, settings)
     except SettingsError as exc:
         print(f"xmas: configuration problem: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`xmas contact … | head`): stop quietly, like any shell tool. Python flushes
+        # stdout once more at exit, so point it at /dev/null first or that flush prints a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
 """The one Definitions object: backends are picked from settings (environment variables)."""
 
+import warnings
+
 import dagster as dg
+
+# Dagster warns that parts of its own API it calls while loading these definitions are "beta" or
+# "preview" (dozens of lines in every run's log) - nothing an operator can act on. Filtered here,
+# before anything below is imported or built, in every process that loads the code location.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.orchestration.assets import build_assets, build_overdue_check

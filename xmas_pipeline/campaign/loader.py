@@ -42,21 +42,41 @@ def templates_dir(campaign_file: Path | str) -> Path:
     return Path(campaign_file).resolve().parent / "templates"
 
 
+# A template's parts, and the file each is read from; a variant's files carry its name before the suffix.
+TEMPLATE_FILES = {"subject": "subject.txt", "html": "body.html", "text": "body.txt"}
+
+
+def _variant_file(filename: str, variant: str) -> str:
+    stem, _, suffix = filename.partition(".")
+    return f"{stem}.{variant}.{suffix}"
+
+
 def load_file_templates(campaign: Campaign, campaign_file: Path | str) -> dict:
-    """Each step's template from ``templates/<name>/{subject.txt,body.html,body.txt}``; missing parts read as empty."""
-    from xmas_pipeline.campaign.rendering import TemplateSource
+    """Each step's template from ``templates/<name>/{subject.txt,body.html,body.txt}``; missing parts read as empty.
+
+    Optional ``subject.deadline_passed.txt``, ``body.deadline_passed.html`` and ``body.deadline_passed.txt``
+    beside them are the copy sent after the campaign's offer deadline; a part without its own
+    ``deadline_passed`` file is the main template's.
+    """
+    from xmas_pipeline.campaign.rendering import DEADLINE_PASSED, TemplateSource
 
     root = templates_dir(campaign_file)
     out = {}
     for step in campaign.steps:
         folder = root / step.template
+        if not folder.is_dir():
+            continue
 
-        def part(filename: str) -> str:
+        def read(filename: str) -> str | None:
             path = folder / filename
-            return path.read_text(encoding="utf-8") if path.is_file() else ""
+            return path.read_text(encoding="utf-8") if path.is_file() else None
 
-        if folder.is_dir():
-            out[step.template] = TemplateSource(
-                name=step.template, subject=part("subject.txt"), html=part("body.html"), text=part("body.txt")
+        parts = {part: read(filename) or "" for part, filename in TEMPLATE_FILES.items()}
+        late = {part: read(_variant_file(filename, DEADLINE_PASSED)) for part, filename in TEMPLATE_FILES.items()}
+        variant = None
+        if any(text is not None for text in late.values()):
+            variant = TemplateSource(
+                name=step.template, **{part: text if text is not None else parts[part] for part, text in late.items()}
             )
+        out[step.template] = TemplateSource(name=step.template, **parts, deadline_passed=variant)
     return out

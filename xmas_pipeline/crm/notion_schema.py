@@ -31,7 +31,7 @@ CONTACTS: dict[str, Prop] = {
     "business_name": Prop("Business Name", "rich_text"),
     "segment": Prop("Segment", "select", SEGMENTS),
     "assessment_score": Prop("Assessment Score", "number"),
-    "campaign_status": Prop("Christmas Campaign Status", "select", ("Signed Up", "Nurture Sequence", "Pre-Call Prep", "Unsubscribed", "Bounced")),
+    "campaign_status": Prop("Christmas Campaign Status", "select", ("Signed Up", "Nurture Sequence", "Pre-Call Prep", "Unsubscribed", "Bounced", "Stopped")),
     "booking_status": Prop("Booking Status", "select", ("Not Booked", "Booked", "Completed", "No-Show")),
 }
 
