@@ -6,8 +6,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from xmas_pipeline.campaign.loader import load_campaign, load_file_templates
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.loader import load_file_templates
+from xmas_pipeline.campaign.journey import Journey, Journeys
 from xmas_pipeline.campaign.rendering import TemplateSource, html_to_text
 from xmas_pipeline.crm.base import CRM
 from xmas_pipeline.delivery import DeliveryContext
@@ -18,7 +18,7 @@ from xmas_pipeline.store.db import engine_for
 from xmas_pipeline.sync import sync_templates
 
 
-def make_crm(settings: Settings, engine: sa.Engine, campaign: Campaign) -> CRM:
+def make_crm(settings: Settings, engine: sa.Engine, campaign: Journey) -> CRM:
     if settings.crm == "notion":
         settings.require_notion()
         from xmas_pipeline.crm.notion import NotionCRM
@@ -54,28 +54,28 @@ def make_sender(settings: Settings) -> Sender:
     return OutboxSender(settings.outbox_dir)
 
 
-def load_templates(settings: Settings, campaign: Campaign, engine: sa.Engine, crm: CRM) -> dict[str, TemplateSource]:
-    """The campaign's templates from files (default) or from Notion's templates database (synced first)."""
-    if campaign.template_source == "notion":
+def load_templates(settings: Settings, journeys: Journeys, engine: sa.Engine, crm: CRM) -> dict[str, TemplateSource]:
+    """Every journey's templates from files (default) or from Notion's templates database (synced first)."""
+    if journeys.home.template_source == "notion":
         sync_templates(engine, crm, settings.clock.now())
         return {
             t.name: TemplateSource(name=t.name, subject=t.subject, html=t.html, text=t.text or html_to_text(t.html))
             for t in mirror.load_templates(engine)
             if t.active
         }
-    return load_file_templates(campaign, settings.campaign_file)
+    return load_file_templates(journeys, journeys.source)
 
 
-def delivery_context(settings: Settings, run_id: str | None = None, campaign: Campaign | None = None) -> DeliveryContext:
+def delivery_context(settings: Settings, run_id: str | None = None, journeys: Journeys | None = None) -> DeliveryContext:
     engine = engine_for(settings.database_url)
-    campaign = campaign or load_campaign(settings.campaign_file)
-    crm = make_crm(settings, engine, campaign)
+    journeys = journeys or settings.journeys()
+    crm = make_crm(settings, engine, journeys.home)
     return DeliveryContext(
         engine=engine,
         crm=crm,
         sender=make_sender(settings),
-        campaign=campaign,
-        load_templates=lambda: load_templates(settings, campaign, engine, crm),
+        journeys=journeys,
+        load_templates=lambda: load_templates(settings, journeys, engine, crm),
         clock=settings.clock,
         public_url=settings.public_url,
         unsubscribe_secret=settings.unsubscribe_secret,

@@ -216,13 +216,12 @@ def step_state(row, seq, *, suppressed: str | None, now: dt.datetime, campaign, 
 
 
 def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
-    from xmas_pipeline.campaign.loader import load_campaign
     from xmas_pipeline.store import ledger, mirror, suppressions
     from xmas_pipeline.store.db import engine_for
 
     engine = engine_for(settings.database_url)
-    campaign = load_campaign(settings.campaign_file)
-    tz = campaign.tz
+    journeys = settings.journeys()
+    tz = journeys.home.tz
     email = args.email.strip().lower()
     contact = mirror.get_contact(engine, email)
     seqs = mirror.sequences_for_email(engine, email)
@@ -235,17 +234,24 @@ def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
     supp = suppressions.suppressed(engine, [email])
     if supp:
         _print(f"SUPPRESSED ({supp[email]}): no email will be sent to this address")
-    for c in suppressions.consent_for(engine, email):
-        withdrawn = f", withdrawn {_fmt(c.withdrawn_at, tz)}" if c.withdrawn_at else ""
-        _print(f"consent   {c.kind} for {c.campaign} at {_fmt(c.consented_at, tz)} via {c.source}; ip {c.client_ip or '-'}, agent {c.user_agent or '-'}{withdrawn}")
+    withdrawn = {c.campaign: c.withdrawn_at for c in suppressions.consent_for(engine, email) if c.withdrawn_at}
+    for c in suppressions.consent_history(engine, email):
+        note = f", withdrawn {_fmt(withdrawn[c.campaign], tz)}" if c.campaign in withdrawn else ""
+        _print(f"consent   {c.kind} for {c.campaign} at {_fmt(c.consented_at, tz)} via {c.source}; ip {c.client_ip or '-'}, agent {c.user_agent or '-'}{note}")
     rows = {(r.sequence_key, r.step): r for r in ledger.rows_for(engine, email=email)}
     now = settings.clock.now()
     for seq in seqs:
         exit = f" ({seq['exit_reason']})" if seq["exit_reason"] else ""
-        _print(f"sequence  {seq['campaign']}: {seq['status']}{exit}, segment {seq['segment']}, anchored {_fmt(seq['signup_at'], tz)}")
-        for step in campaign.steps:
+        journey = journeys.by_name.get(seq["campaign"])
+        call = f", call {_fmt(seq['event_at'], tz)}" if seq["event_at"] else ""
+        _print(f"sequence  {seq['campaign']}: {seq['status']}{exit}, segment {seq['segment'] or '-'}, "
+               f"started {_fmt(seq['signup_at'], tz)}{call}")
+        if journey is None:
+            _print(f"  (no journey file named {seq['campaign']!r} is loaded; its steps are not shown)")
+            continue
+        for step in journey.steps:
             row = rows.get((seq["sequence_key"], step.number))
-            state = step_state(row, seq, suppressed=supp.get(email), now=now, campaign=campaign, tz=tz)
+            state = step_state(row, seq, suppressed=supp.get(email), now=now, campaign=journey, tz=tz)
             _print(f"  step {step.number}  {state}")
     return 0
 
@@ -268,9 +274,9 @@ def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         _print(f"--day {args.day!r} is not a date; write YYYY-MM-DD")
         return 2
-    plan_unplanned(ctx.engine, ctx.campaign, day_seconds=ctx.clock.day_seconds, now=now)
+    plan_unplanned(ctx.engine, ctx.journeys, day_seconds=ctx.clock.day_seconds, now=now)
     start, end = day_bounds(ctx.campaign, day)
-    due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=day >= today)
+    due = ledger.owed(ctx.engine, ctx.journeys.names, start, end, carry_over=day >= today)
     report = deliver(ctx, ledger.dues(due), send_late=args.send_late)
     _print(f"{day}: {len(due)} owed, {len(report.sent)} sent, {len(report.skipped)} skipped, {len(report.late)} late, "
            f"{len(report.failed)} failed, {len(report.in_doubt)} in doubt, {report.not_yet_due} not yet due")
@@ -285,7 +291,6 @@ def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from xmas_pipeline.campaign.loader import load_campaign
     from xmas_pipeline.campaign.timetable import day_bounds
     from xmas_pipeline.store import ledger
     from xmas_pipeline.store.db import engine_for
@@ -294,7 +299,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     if not statuses:
         _print("say what to put back: --skipped and/or --held (see `xmas retry --help`)")
         return 2
-    campaign = load_campaign(settings.campaign_file)
+    campaign = settings.journeys().home
     start = end = None
     if args.day:
         try:

@@ -10,7 +10,6 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.orchestration.assets import build_assets, build_overdue_check
 from xmas_pipeline.orchestration.jobs import build_enroll_job, delivery_job
 from xmas_pipeline.orchestration.resources import XmasResource
@@ -20,8 +19,8 @@ from xmas_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings, resource: XmasResource | None = None) -> dg.Definitions:
-    campaign = load_campaign(settings.campaign_file)
-    assets = build_assets(campaign, settings)
+    journeys = settings.journeys()
+    assets = build_assets(journeys, settings)
     overdue = build_overdue_check(assets[-1], settings.delivery_cron)
     daily = delivery_job(dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(overdue))
     enroll = build_enroll_job(settings.crm)
@@ -30,7 +29,7 @@ def build_definitions(settings: Settings, resource: XmasResource | None = None) 
         asset_checks=[overdue],
         jobs=[enroll, daily],
         sensors=[build_signup_sensor(settings.sensor_interval_s, enroll)],
-        schedules=[build_delivery_schedule(daily, campaign, settings.delivery_cron)],
+        schedules=[build_delivery_schedule(daily, journeys, settings.delivery_cron)],
         resources={"xmas": resource or XmasResource.from_settings(settings, secrets_from_env=True)},
     )
 

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 from xmas_pipeline.campaign.clock import Clock, wall_now
 from xmas_pipeline.campaign.durations import describe
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import ExitReason, Journey, Journeys
+from xmas_pipeline.campaign.plan import call_variables
 from xmas_pipeline.campaign.rendering import TemplateError, TemplateSource, render
 from xmas_pipeline.campaign.timetable import local_time
 from xmas_pipeline.campaign.tokens import unsubscribe_token
@@ -45,7 +46,7 @@ class DeliveryContext:
     engine: sa.Engine
     crm: CRM
     sender: Sender
-    campaign: Campaign
+    journeys: Journeys
     load_templates: Callable[[], dict[str, TemplateSource]]  # called once, on first use
     clock: Clock
     public_url: str
@@ -62,6 +63,14 @@ class DeliveryContext:
         if self._templates is None:
             self._templates = self.load_templates()
         return self._templates
+
+    @property
+    def campaign(self) -> Journey:
+        """The home journey (the nurture): it sets the calendar the daily partitions follow."""
+        return self.journeys.home
+
+    def journey(self, name: str) -> Journey:
+        return self.journeys.get(name)
 
 
 @dataclass
@@ -117,7 +126,7 @@ def _eligibility(
             skips.append((d, f"suppressed: {suppressed[d.email]}"))
         elif seq["status"] not in allowed:
             skips.append((d, f"sequence {seq['status']}" + (f": {seq['exit_reason']}" if seq["exit_reason"] else "")))
-        elif (booking.get(d.email) or "").strip().lower() in BOOKED:
+        elif (booking.get(d.email) or "").strip().lower() in BOOKED and _exits_on_booking(ctx, d):
             skips.append((d, "booked a call"))
             booked_keys.append(d.sequence_key)
         else:
@@ -127,11 +136,17 @@ def _eligibility(
     return ok, skips, seqs
 
 
+def _exits_on_booking(ctx: DeliveryContext, due: Due) -> bool:
+    """A booked call ends the nurture, not the reminders about that very call."""
+    return ExitReason.BOOKED_CALL in ctx.journey(due.campaign).exits
+
+
 def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) -> dict:
-    step = ctx.campaign.step(claim.step)
-    template = ctx.templates.get(step.template)
+    journey = ctx.journey(claim.campaign)
+    name = claim.template or journey.step(claim.step).template
+    template = ctx.templates.get(name)
     if template is None:
-        raise TemplateError(f"template {step.template!r} for step {claim.step} does not exist")
+        raise TemplateError(f"template {name!r} for step {claim.step} of {journey.name} does not exist")
     token = unsubscribe_token(ctx.unsubscribe_secret, claim.sequence_key)
     unsub = unsubscribe_url(ctx.public_url, token)
     profile = json.loads(seq["profile"]) if seq["profile"] else {}
@@ -141,17 +156,19 @@ def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) ->
     for color in ("red", "orange", "yellow", "green"):
         profile.setdefault(f"{color}_systems", seq[f"{color}_systems"])
     variables = build_variables(
-        profile=profile, segment=seq["segment"], campaign=ctx.campaign, step=claim.step, now=ctx.clock.now(), unsubscribe_url=unsub
+        profile=profile, segment=seq["segment"], campaign=journey, step=claim.step, now=ctx.clock.now(), unsubscribe_url=unsub
     )
+    if seq["event_at"] is not None:  # reminders about a booked call say when it is, in the reader's zone
+        variables.update(call_variables(seq["event_at"], seq["timezone"] or journey.timezone))
     rendered = render(template, variables)
     message = compose(
-        campaign=ctx.campaign,
+        campaign=journey,
         rendered=rendered,
         to=claim.email,
         key=key,
         unsub_url=unsub,
         token=token,
-        tags={"campaign": ctx.campaign.slug, "step": str(claim.step), "segment": seq["segment"]},
+        tags={"campaign": journey.slug, "step": str(claim.step), "segment": seq["segment"]},
     )
     return dataclasses.asdict(message)
 
@@ -191,22 +208,23 @@ class DeliveryRun:
         """Set aside what is not due yet, record what may not go (skipped) or is too late, queue the rest."""
         ctx, report = self.ctx, self.report
         now = ctx.clock.now()
-        max_late = ctx.campaign.late_send.max_lateness
         ready = [d for d in self.due if d.due_at <= now and (self.send_late or d.status != ledger.LATE)]
         report.not_yet_due = sum(1 for d in self.due if d.due_at > now)
-        expired = [d for d in ready if d.due_at >= ctx.campaign.end]
-        ready = [d for d in ready if d.due_at < ctx.campaign.end]
+        expired = [d for d in ready if d.due_at >= ctx.journey(d.campaign).end]
+        ready = [d for d in ready if d.due_at < ctx.journey(d.campaign).end]
         ok, skips, self._seqs = _eligibility(ctx, ready, send_late=self.send_late)
-        skips += [(d, f"expired: due {local_time(ctx.campaign, d.due_at)}, after the campaign end") for d in expired]
+        skips += [(d, f"expired: due {local_time(ctx.journey(d.campaign), d.due_at)}, after the end of "
+                      f"{d.campaign}") for d in expired]
         ledger.mark_skipped(ctx.engine, skips, stale_before=ctx.wall() - ctx.lease)
         report.skipped.extend(_row(d, reason=why) for d, why in skips)
 
         lates = []
         for d in ok:
             late_by = now - d.due_at
+            max_late = ctx.journey(d.campaign).late_send.max_lateness
             # A claim already in flight is finished whatever its age: its message may be with the provider.
             if late_by > max_late and not (self.send_late or d.late_ok) and d.status != ledger.CLAIMED:
-                why = (f"late: due {local_time(ctx.campaign, d.due_at)}, reached {describe(late_by)} later "
+                why = (f"late: due {local_time(ctx.journey(d.campaign), d.due_at)}, reached {describe(late_by)} later "
                        f"(max_lateness {describe(max_late)}); a backfill of that day with send_late: true sends it")
                 lates.append((d, late_by, why))
             else:

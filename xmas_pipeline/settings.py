@@ -11,9 +11,11 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from xmas_pipeline.campaign.clock import Clock, parse_instant
+from xmas_pipeline.campaign.journey import Journeys, load_journeys_from
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CAMPAIGN_FILE = Path(__file__).resolve().parent / "campaign" / "files" / "christmas-2026.yaml"
+DEFAULT_CAMPAIGNS_DIR = Path(__file__).resolve().parent / "campaign" / "files"
+DEFAULT_CAMPAIGN_FILE = DEFAULT_CAMPAIGNS_DIR / "christmas-2026.yaml"  # the nurture alone (tests, one-journey setups)
 NOTION_API_URL = "https://api.notion.com"
 RESEND_API_URL = "https://api.resend.com"
 
@@ -25,7 +27,8 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     home: Path
     database_url: str
-    campaign_file: Path = DEFAULT_CAMPAIGN_FILE
+    campaign_file: Path | None = None  # one journey file; when unset, every journey in campaigns_dir
+    campaigns_dir: Path = DEFAULT_CAMPAIGNS_DIR
     now: dt.datetime | None = None
     day_seconds: int = Field(default=86400, ge=1)
     delivery_cron: str = "*/15 * * * *"
@@ -52,6 +55,7 @@ class Settings(BaseModel):
     resend_webhook_secret: str | None = None
 
     webhook_secret: str | None = None
+    cal_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     unsubscribe_secret: str
 
@@ -59,6 +63,15 @@ class Settings(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def journey_source(self) -> Path:
+        """Where the journeys (and their templates folder) are read from."""
+        return self.campaign_file or self.campaigns_dir
+
+    def journeys(self) -> Journeys:
+        """XMAS_CAMPAIGN_FILE's one journey when set, else every journey file in XMAS_CAMPAIGNS_DIR."""
+        return load_journeys_from(self.campaign_file, self.campaigns_dir)
 
     @property
     def outbox_dir(self) -> Path:
@@ -138,7 +151,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values = {
         "home": home,
         "database_url": get("XMAS_DATABASE_URL") or f"sqlite:///{home / 'xmas.db'}",
-        "campaign_file": Path(get("XMAS_CAMPAIGN_FILE") or DEFAULT_CAMPAIGN_FILE),
+        "campaign_file": Path(get("XMAS_CAMPAIGN_FILE")) if get("XMAS_CAMPAIGN_FILE") else None,
+        "campaigns_dir": Path(get("XMAS_CAMPAIGNS_DIR")) if get("XMAS_CAMPAIGNS_DIR") else None,
         "now": now,
         "day_seconds": number("XMAS_DAY_SECONDS"),
         "delivery_cron": get("XMAS_DELIVERY_CRON"),
@@ -162,6 +176,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "resend_api_url": get("XMAS_RESEND_API_URL"),
         "resend_webhook_secret": get("RESEND_WEBHOOK_SECRET"),
         "webhook_secret": get("XMAS_WEBHOOK_SECRET"),
+        "cal_secret": get("XMAS_CAL_SECRET"),
         "public_url": get("XMAS_PUBLIC_URL"),
         "unsubscribe_secret": get("XMAS_UNSUBSCRIBE_SECRET") or _secret_file(home, "unsubscribe.secret"),
     }

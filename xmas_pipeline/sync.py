@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from xmas_pipeline.campaign.clock import wall_now
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import Journey
 from xmas_pipeline.crm.base import CRM
 from xmas_pipeline.store import ledger, mirror
 
@@ -57,10 +57,11 @@ def sync_contacts(
     return SyncReport(fetched=len(records), full=since is None)
 
 
-def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.datetime, full: bool = False) -> SyncReport:
+def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Journey, now: dt.datetime, full: bool = False) -> SyncReport:
     if crm.name == "local":
         return SyncReport()
-    since = _since(engine, "sequences", full)
+    cursor = f"sequences:{campaign.name}"  # one per journey: each is read with its own filter
+    since = _since(engine, cursor, full)
     records: dict = {}
     for record in crm.sequences_changed_since(since, campaign.name):
         records.setdefault(record.sequence_key, record)
@@ -73,7 +74,7 @@ def sync_sequences(engine: sa.Engine, crm: CRM, campaign: Campaign, now: dt.date
         if 1 <= step <= len(campaign.steps)
     ]
     disagreements = ledger.record_external(engine, external) if external else []
-    _advance(engine, "sequences", [r.edited_at for r in records.values()])
+    _advance(engine, cursor, [r.edited_at for r in records.values()])
     return SyncReport(fetched=len(records), full=since is None, disagreements=disagreements)
 
 

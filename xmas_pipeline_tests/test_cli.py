@@ -88,7 +88,7 @@ def notion_pages(emulator, settings, database: str) -> list[dict]:
     from xmas_pipeline.campaign.loader import load_campaign
     from xmas_pipeline_tests.fakes.notion_setup import data_source
 
-    crm = make_crm(settings, engine_for(settings.database_url), load_campaign(settings.campaign_file))
+    crm = make_crm(settings, engine_for(settings.database_url), settings.journeys().home)
     return emulator.pages(data_source(emulator, crm.database_ids[database]))
 
 

@@ -85,7 +85,7 @@ def run_day(defs, instance, make_settings, day: dt.date) -> dg.ExecuteInProcessR
 
 
 def sent_count(result: dg.ExecuteInProcessResult) -> int:
-    return result.asset_materializations_for_node("deliveries")[0].metadata["sent"].value
+    return result.asset_materializations_for_node("deliveries")[0].metadata["sent_by_this_run"].value
 
 
 @pytest.mark.slow

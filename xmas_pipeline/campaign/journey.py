@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from dataclasses import dataclass
 import re
 import zoneinfo
 from functools import lru_cache
@@ -43,7 +44,6 @@ from pydantic import (
     model_validator,
 )
 
-from xmas_pipeline.campaign.loader import CampaignFileError
 from xmas_pipeline.campaign.models import Sender
 from xmas_pipeline.campaign.windows import SendWindow
 
@@ -354,7 +354,7 @@ class Journey(BaseModel):
 # --------------------------------------------------------------------------------------------- reading files
 
 
-class JourneyFileError(CampaignFileError):
+class JourneyFileError(ValueError):
     """A journey file (or folder) cannot be used; the message names the file and the field."""
 
 
@@ -415,3 +415,59 @@ def load_journeys(folder: Path | str) -> dict[str, Journey]:
     if not journeys:
         raise JourneyFileError(f"no journey files (*.yaml) in {folder}")
     return journeys
+
+
+@dataclass(frozen=True)
+class Journeys:
+    """Every journey a deployment runs, by name (the ledger and the CRM's Campaign select use the name).
+
+    The home journey (the first triggered by a signup, else the first) sets the deployment's calendar:
+    the daily partitions' time zone and first day, and the name a signup's default idempotency key uses.
+    """
+
+    by_name: dict[str, Journey]
+    source: Path  # the file or folder they came from (templates live beside it)
+
+    @property
+    def home(self) -> Journey:
+        journeys = list(self.by_name.values())
+        return next((j for j in journeys if j.trigger == Trigger.SIGNUP), journeys[0])
+
+    def get(self, name: str) -> Journey:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise JourneyFileError(
+                f"no journey named {name!r} (known: {', '.join(self.by_name)}); was its file removed from {self.source}?"
+            ) from None
+
+    def triggered_by(self, trigger: Trigger) -> list[Journey]:
+        return [j for j in self.by_name.values() if j.trigger == trigger]
+
+    def __iter__(self):
+        return iter(self.by_name.values())
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    @property
+    def templates_dir(self) -> Path:
+        folder = self.source if self.source.is_dir() else self.source.parent
+        return folder.resolve() / "templates"
+
+    @property
+    def start_date(self) -> dt.date:
+        return min(j.start_date for j in self)
+
+
+def load_journeys_from(campaign_file: Path | str | None, campaigns_dir: Path | str) -> Journeys:
+    """One file (XMAS_CAMPAIGN_FILE) when given, else every journey in the folder (XMAS_CAMPAIGNS_DIR)."""
+    if campaign_file is not None:
+        journey = load_journey(campaign_file)
+        return Journeys({journey.name: journey}, Path(campaign_file))
+    by_slug = load_journeys(campaigns_dir)
+    return Journeys({j.name: j for j in by_slug.values()}, Path(campaigns_dir))

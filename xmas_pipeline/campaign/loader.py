@@ -1,45 +1,24 @@
-"""Reading a campaign file; validation errors name the field and the file."""
+"""Reading journey files and their file templates; validation errors name the field and the file.
+
+A campaign file is a journey file (``campaign/journey.py``); these names stay for the one-file setup.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
+from xmas_pipeline.campaign.journey import Journey, JourneyFileError, load_journey, parse_journey
 
-from xmas_pipeline.campaign.models import Campaign
-
-
-class CampaignFileError(ValueError):
-    pass
-
-
-def parse_campaign(text: str, source: str = "<campaign>") -> Campaign:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CampaignFileError(f"{source} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CampaignFileError(f"{source} must be a YAML mapping of campaign fields")
-    try:
-        return Campaign.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in exc.errors())
-        raise CampaignFileError(f"{source} is not a valid campaign: {problems}") from exc
-
-
-def load_campaign(path: Path | str) -> Campaign:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CampaignFileError(f"cannot read campaign file {path}: {exc.strerror}; set XMAS_CAMPAIGN_FILE") from exc
-    return parse_campaign(text, str(path))
+CampaignFileError = JourneyFileError
+parse_campaign = parse_journey
+load_campaign = load_journey
 
 
 def templates_dir(campaign_file: Path | str) -> Path:
-    """File templates live beside the campaign file, one folder per template name."""
-    return Path(campaign_file).resolve().parent / "templates"
+    """File templates live beside the journey files, one folder per template name."""
+    path = Path(campaign_file)
+    return (path if path.is_dir() else path.parent).resolve() / "templates"
 
 
 # A template's parts, and the file each is read from; a variant's files carry its name before the suffix.
@@ -51,7 +30,7 @@ def _variant_file(filename: str, variant: str) -> str:
     return f"{stem}.{variant}.{suffix}"
 
 
-def load_file_templates(campaign: Campaign, campaign_file: Path | str) -> dict:
+def load_file_templates(journeys: Journey | Iterable[Journey], campaign_file: Path | str) -> dict:
     """Each step's template from ``templates/<name>/{subject.txt,body.html,body.txt}``; missing parts read as empty.
 
     Optional ``subject.deadline_passed.txt``, ``body.deadline_passed.html`` and ``body.deadline_passed.txt``
@@ -62,7 +41,8 @@ def load_file_templates(campaign: Campaign, campaign_file: Path | str) -> dict:
 
     root = templates_dir(campaign_file)
     out = {}
-    for step in campaign.steps:
+    steps = [s for j in ([journeys] if isinstance(journeys, Journey) else journeys) for s in j.steps]
+    for step in steps:
         folder = root / step.template
         if not folder.is_dir():
             continue

@@ -1,17 +1,14 @@
-"""The campaign file's shape and the domain records the rest of the package passes around."""
+"""The domain records the rest of the package passes around: segments, the sender, a signup."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Literal, Union
 
-from typing import Annotated
-
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 from xmas_pipeline.campaign.clock import parse_instant
-from xmas_pipeline.campaign.durations import parse_duration
 
 
 class Segment(str, enum.Enum):
@@ -48,91 +45,6 @@ class Sender(BaseModel):
     @property
     def domain(self) -> str:
         return str(self.email).partition("@")[2]
-
-
-class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    number: int = Field(ge=1, le=7)
-    day_offset: float = Field(ge=0, description="Days after enrollment at which this step is due.")
-    template: str = Field(description="Template name (a folder under templates/, or a Notion 'Template Name').")
-
-
-class LateSend(BaseModel):
-    """What happens to a step the system reaches long after it was due (the daemon was down, say)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_lateness: dt.timedelta = Field(
-        default=dt.timedelta(hours=24),
-        description="Later than this, the live path records the step as late instead of sending it; "
-        "a backfill with send_late: true sends it.",
-    )
-
-    @field_validator("max_lateness", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> dt.timedelta:
-        return parse_duration(value)
-
-
-class Campaign(BaseModel):
-    """One season's campaign, as written in its YAML file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Also the Notion 'Campaign' select value.")
-    timezone: str
-    start_date: dt.date = Field(description="The first daily partition.")
-    end: dt.datetime = Field(
-        description="Steps due at or after this moment are not sent; they are recorded as expired "
-        "(campaign timezone if naive)."
-    )
-    deadline: dt.date = Field(description="The offer deadline the emails count down to.")
-    booking_url: str
-    sender: Sender
-    steps: list[Step]
-    template_source: str = Field(default="files", pattern="^(files|notion)$")
-    late_send: LateSend = Field(default_factory=LateSend)
-    notion_properties: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
-        description="Overrides of Notion property names per database: {contacts|sequences|templates: {logical: actual}}.",
-    )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r}; use an IANA name such as America/Toronto") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _coherent(self) -> Campaign:
-        if self.end.tzinfo is None:
-            self.end = self.end.replace(tzinfo=self.tz)
-        numbers = [s.number for s in self.steps]
-        if numbers != list(range(1, len(numbers) + 1)):
-            raise ValueError(f"steps must be numbered 1..N in order, got {numbers}")
-        offsets = [s.day_offset for s in self.steps]
-        if offsets != sorted(offsets):
-            raise ValueError(f"step day offsets must not decrease, got {offsets}")
-        if self.steps and self.steps[0].day_offset != 0:
-            raise ValueError("step 1 is sent at enrollment: its day_offset must be 0")
-        if self.end.date() < self.start_date:
-            raise ValueError("the campaign ends before it starts")
-        return self
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def step(self, number: int) -> Step:
-        return self.steps[number - 1]
-
-    @property
-    def slug(self) -> str:
-        return "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-")
 
 
 SystemCount = Annotated[int, Field(ge=0, le=8)]
@@ -180,3 +92,64 @@ class SignupPayload(BaseModel):
         if not isinstance(value, str):
             raise ValueError("must be an ISO 8601 string with a UTC offset, e.g. 2026-12-01T09:00:00Z")
         return parse_instant(value)
+
+
+# --- journey events: what the intake stores besides signups --------------------------------------
+
+FiniteAmount = Annotated[float, Field(strict=True, ge=0, le=1e9, allow_inf_nan=False)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class BookingEvent(BaseModel):
+    """A Cal.com booking event for one person, as the intake stores it (see ``web/calcom.py``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["booking_created", "booking_rescheduled", "booking_cancelled", "no_show"]
+    email: EmailStr
+    booking_uid: str
+    event_at: dt.datetime | None = None  # the call's start
+    attendee_timezone: str | None = None
+    name: str | None = None
+    previous_booking_uid: str | None = None
+    occurred_at: dt.datetime | None = None
+
+
+class CallOutcome(BaseModel):
+    """``POST /webhook/event`` ``{"type": "call_outcome", ...}``: how the diagnostic call ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["call_outcome"]
+    email: EmailStr
+    outcome: Literal["maybe", "won", "lost"] = Field(description="maybe starts the post-call follow-up")
+    first_name: ShortText | None = None
+
+
+class Payment(BaseModel):
+    """``POST /webhook/event`` ``{"type": "payment", ...}``: a payment; status paid starts onboarding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["payment"]
+    email: EmailStr
+    amount: FiniteAmount
+    paid_at: dt.datetime = Field(description="ISO 8601 with a UTC offset", json_schema_extra={"format": "date-time"})
+    status: Literal["paid", "pending", "failed", "refunded"]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$")] | None = None
+    first_name: ShortText | None = None
+
+    @field_validator("paid_at", mode="before")
+    @classmethod
+    def _aware(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = parse_instant(value)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError("must carry a UTC offset")
+            if not dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc) <= value <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1):
+                raise ValueError("must lie between 2000 and tomorrow")
+        return value
+
+
+JourneyEventBody = Annotated[Union[CallOutcome, Payment], Field(discriminator="type")]

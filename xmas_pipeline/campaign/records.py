@@ -20,6 +20,7 @@ class ContactRecord(BaseModel):
     assessment_score: float | None = None
     campaign_status: str | None = None  # Notion "Christmas Campaign Status"
     booking_status: str | None = None  # Notion "Booking Status"; Booked/Completed ends the sequence
+    call_date: dt.datetime | None = None  # Notion "Diagnostic Call Date": the booked call's start
     crm_id: str | None = None
     edited_at: dt.datetime | None = None
 
@@ -36,7 +37,10 @@ class SequenceRecord(BaseModel):
     orange_systems: int = 0
     yellow_systems: int = 0
     green_systems: int = 0
-    signup_at: dt.datetime  # the timetable's anchor
+    signup_at: dt.datetime  # the timetable's anchor: when the journey's trigger happened
+    timezone: str | None = None  # the recipient's IANA zone (send windows); the journey's when None
+    event_at: dt.datetime | None = None  # what reminders count back from (the booked call's start)
+    booking_uid: str | None = None  # the Cal.com booking this sequence is about
     steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)  # "Email N Sent" dates in the CRM
     completed: bool = False
     crm_id: str | None = None

@@ -33,6 +33,7 @@ PROVIDED_VARIABLES = frozenset(
         "weakest_system_1", "weakest_system_2", "tip_1", "tip_2", "tip_3", "revenue_leak", "has_results",
         "days_to_deadline", "deadline_date", "deadline_passed", "month_name",
         "booking_url", "campaign_name", "sender_name", "step", "total_steps", "unsubscribe_url",
+        "call_date", "call_time",
     }
 )
 

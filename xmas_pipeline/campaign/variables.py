@@ -21,6 +21,7 @@ Date wording is computed at send time, never written into the copy: ``days_to_de
 | tip_1/2 | the matching weakest system is one of the eight systems we have a tip for |
 | has_results | always: true when any of the results above is known |
 | days_to_deadline | the offer deadline has not passed on the send date (0 on the day itself) |
+| call_date, call_time | the sequence is about a booked call (the pre-call reminders): in the reader's time zone |
 | deadline_passed, deadline_date, month_name, tip_3, booking_url, campaign_name, sender_name, step, total_steps, unsubscribe_url | always |
 """
 
@@ -31,7 +32,8 @@ from typing import Any
 
 import jinja2
 
-from xmas_pipeline.campaign.models import Campaign, Segment
+from xmas_pipeline.campaign.journey import Journey
+from xmas_pipeline.campaign.models import Segment
 from xmas_pipeline.campaign.names import display_first_name
 from xmas_pipeline.campaign.segments import classify, readiness_zone
 
@@ -188,7 +190,7 @@ def build_variables(
     *,
     profile: dict,
     segment: str | None,
-    campaign: Campaign,
+    campaign: Journey,
     step: int,
     now: dt.datetime,
     unsubscribe_url: str,
@@ -204,6 +206,9 @@ def build_variables(
         "step": step,
         "total_steps": len(campaign.steps),
         "unsubscribe_url": unsubscribe_url,
+        # Set by delivery from the booked call when there is one (``plan.call_variables``).
+        "call_date": Unknown("call_date"),
+        "call_time": Unknown("call_time"),
     }
 
 
@@ -236,7 +241,7 @@ SAMPLE_SIGNUPS = {
 }
 
 
-def contract_samples(campaign: Campaign | None = None) -> list[tuple[str, dict]]:
+def contract_samples(campaign: Journey | None = None) -> list[tuple[str, dict]]:
     """Labelled variables for every sample signup, sent well before, the day before, on and after the deadline.
 
     Without a campaign, the campaign's own facts are sample values (the contract is about the template).
@@ -250,6 +255,9 @@ def contract_samples(campaign: Campaign | None = None) -> list[tuple[str, dict]]
         "step": 1,
         "total_steps": len(campaign.steps) if campaign else 7,
         "unsubscribe_url": "https://intake.example.com/u/sample",
+        # Reminder templates speak of the booked call; its sample is a Monday morning in Toronto.
+        "call_date": "Monday, December 7",
+        "call_time": "10:30 AM EST",
     }
     days = {"28 days before the deadline": -28, "the day before the deadline": -1, "on the deadline": 0, "after the deadline": 2}
     out = []

@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from typing import Any, Callable, Iterator
 
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import Journey
 from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord, SequenceUpdate, TemplateRecord
 from xmas_pipeline.campaign.tokens import sequence_key
 from xmas_pipeline.crm.base import SchemaProblem
@@ -90,7 +90,7 @@ class NotionCRM:
         contacts_db: str,
         sequences_db: str,
         templates_db: str | None,
-        campaign: Campaign,
+        campaign: Journey,
     ):
         self.api = caller
         self.client = caller.client
@@ -107,7 +107,7 @@ class NotionCRM:
         self._titles: dict[str, str | None] = {}
 
     @classmethod
-    def from_settings(cls, settings, campaign: Campaign, sleep: Callable[[float], None] | None = None) -> "NotionCRM":
+    def from_settings(cls, settings, campaign: Journey, sleep: Callable[[float], None] | None = None) -> "NotionCRM":
         client = make_client(settings.notion_token, settings.notion_api_url)
         caller = NotionCaller(client, budget_for(settings.notion_token, settings.notion_rate),
                               retry_base_s=settings.notion_retry_base_s)

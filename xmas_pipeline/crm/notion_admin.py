@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.crm.notion import NotionCRM
 from xmas_pipeline.crm.notion_api import NotionCaller, budget_for, make_client
 from xmas_pipeline.crm.notion_schema import SEQUENCE_TITLE, Prop, mapping
@@ -48,7 +47,7 @@ def init_databases(caller: NotionCaller, parent_page: str, overrides: dict, camp
 
 def cmd_check(args: argparse.Namespace, settings) -> int:
     settings.require_notion()
-    crm = NotionCRM.from_settings(settings, load_campaign(settings.campaign_file))
+    crm = NotionCRM.from_settings(settings, settings.journeys().home)
     problems = crm.check_schema()
     if problems:
         print(f"Notion schema check failed: {len(problems)} problem(s)")
@@ -64,7 +63,7 @@ def cmd_init(args: argparse.Namespace, settings) -> int:
     if not settings.notion_token:
         print("xmas notion init needs NOTION_TOKEN (an internal integration's secret)", file=sys.stderr)
         return 2
-    campaign = load_campaign(settings.campaign_file)
+    campaign = settings.journeys().home
     caller = NotionCaller(make_client(settings.notion_token, settings.notion_api_url),
                           budget_for(settings.notion_token, settings.notion_rate))
     ids = init_databases(caller, args.parent_page, campaign.notion_properties, campaign.name)

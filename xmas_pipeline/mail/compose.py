@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import Journey
 from xmas_pipeline.campaign.rendering import Rendered
 from xmas_pipeline.mail.base import OutgoingMessage
 from xmas_pipeline.mail.message import message_id_for
@@ -14,7 +14,7 @@ def unsubscribe_url(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/u/{token}"
 
 
-def _footer_text(campaign: Campaign, unsub_url: str) -> str:
+def _footer_text(campaign: Journey, unsub_url: str) -> str:
     sender = campaign.sender
     lines = [
         "--",
@@ -27,7 +27,7 @@ def _footer_text(campaign: Campaign, unsub_url: str) -> str:
     return "\n".join(lines)
 
 
-def _footer_html(campaign: Campaign, unsub_url: str) -> str:
+def _footer_html(campaign: Journey, unsub_url: str) -> str:
     sender = campaign.sender
     esc = html_lib.escape
     website = f' · <a href="{esc(sender.website)}">{esc(sender.website)}</a>' if sender.website else ""
@@ -43,7 +43,7 @@ def _footer_html(campaign: Campaign, unsub_url: str) -> str:
 
 def compose(
     *,
-    campaign: Campaign,
+    campaign: Journey,
     rendered: Rendered,
     to: str,
     key: str,

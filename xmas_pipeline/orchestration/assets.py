@@ -12,7 +12,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import Journey, Journeys
 from xmas_pipeline.campaign.rendering import check_template
 from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, local_time
 from xmas_pipeline.crm.base import CRMSchemaError
@@ -26,7 +26,7 @@ from xmas_pipeline.settings import Settings
 from xmas_pipeline.store import ledger, mirror
 from xmas_pipeline.store.schema import contacts as contacts_table
 from xmas_pipeline.store.schema import sequences as sequences_table
-from xmas_pipeline.sync import sync_contacts, sync_sequences
+from xmas_pipeline.sync import SyncReport, sync_contacts, sync_sequences
 
 GROUP = "campaign"
 LISTED_DAY = "emails_due:last_listed_day"  # read by the delivery schedule
@@ -58,14 +58,14 @@ def _store_kind(settings: Settings) -> str:
     return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
 
 
-def _window(campaign: Campaign, day: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+def _window(campaign: Journey, day: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
     """The day's bounds, and whether it is the live day (today or later), which carries over earlier days."""
     start, end = day_bounds(campaign, day)
     return start, end, day >= campaign_day(campaign, now)
 
 
-def build_assets(campaign: Campaign, settings: Settings) -> list:
-    partitions = daily_partitions(campaign)
+def build_assets(journeys: Journeys, settings: Settings) -> list:
+    partitions = daily_partitions(journeys)
     notion = settings.crm == "notion"
     store = _store_kind(settings)
     mirror_kinds = {"notion", store} if notion else {store}
@@ -97,15 +97,20 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
     def sequences(context: dg.AssetExecutionContext, config: MirrorConfig, xmas: XmasResource) -> dg.MaterializeResult:
         """Email sequences mirrored from the CRM (counts by segment and status; steps sent elsewhere are recorded)."""
         ctx = xmas.delivery(run_id=context.run_id)
-        report = sync_sequences(ctx.engine, ctx.crm, ctx.campaign, ctx.clock.now(), full=config.full_resync)
+        report = SyncReport()
+        for journey in ctx.journeys:
+            one = sync_sequences(ctx.engine, ctx.crm, journey, ctx.clock.now(), full=config.full_resync)
+            report.fetched += one.fetched
+            report.disagreements.extend(one.disagreements)
         for problem in report.disagreements:
             context.log.warning(problem)
         return dg.MaterializeResult(
             metadata={
                 "fetched_from_crm": report.fetched,
                 "disagreements": len(report.disagreements),
-                "by_segment_and_status": _counts_md(
-                    mirror.counts_by(ctx.engine, sequences_table, "segment", "status"), ["segment", "status", "sequences"]
+                "by_journey_segment_and_status": _counts_md(
+                    mirror.counts_by(ctx.engine, sequences_table, "campaign", "segment", "status"),
+                    ["journey", "segment", "status", "sequences"],
                 ),
             },
             # A disagreement is reported, never "fixed" by sending again.
@@ -129,14 +134,17 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
         """The email templates each step sends, checked against the variable contract before anything is sent."""
         ctx = xmas.delivery()
         problems, rows = [], []
-        for step in ctx.campaign.steps:
-            found = ctx.templates.get(step.template)
-            step_problems = check_template(found, step.template)
-            problems.extend(f"step {step.number}: {p}" for p in step_problems)
-            rows.append({"step": step.number, "template": step.template, "subject": found.subject if found else "",
-                         "status": "ok" if not step_problems else "; ".join(step_problems)})
+        for journey in ctx.journeys:
+            for step in journey.steps:
+                found = ctx.templates.get(step.template)
+                step_problems = check_template(found, step.template)
+                problems.extend(f"{journey.name} step {step.number}: {p}" for p in step_problems)
+                rows.append({"journey": journey.name, "step": step.number, "template": step.template,
+                             "subject": found.subject if found else "",
+                             "status": "ok" if not step_problems else "; ".join(step_problems)})
         return dg.MaterializeResult(
-            metadata={"templates": _table(rows, ["step", "template", "subject", "status"]), "problems": len(problems)},
+            metadata={"templates": _table(rows, ["journey", "step", "template", "subject", "status"]),
+                      "problems": len(problems)},
             check_results=[
                 dg.AssetCheckResult(
                     check_name="templates_contract",
@@ -152,9 +160,9 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
         """What this campaign day owes: its steps not yet sent (today's run also lists earlier days' leftovers)."""
         ctx = xmas.delivery(run_id=context.run_id)
         now = ctx.clock.now()
-        planned = plan_unplanned(ctx.engine, ctx.campaign, day_seconds=ctx.clock.day_seconds, now=now)
+        planned = plan_unplanned(ctx.engine, ctx.journeys, day_seconds=ctx.clock.day_seconds, now=now)
         start, end, live = _window(ctx.campaign, dt.date.fromisoformat(context.partition_key), now)
-        due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=live)
+        due = ledger.owed(ctx.engine, ctx.journeys.names, start, end, carry_over=live)
         if live:  # the schedule's "first tick of the day" run has happened
             mirror.set_cursor(ctx.engine, LISTED_DAY, context.partition_key)
         carried = due["due_at"] < pd.Timestamp(start)
@@ -169,11 +177,11 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
                 "sendable_now": int((due["due_at"] <= pd.Timestamp(now)).sum()),
                 "recorded_late": int((due["status"] == ledger.LATE).sum()),
                 "sequences_planned": planned,
-                "by_step_and_segment": _counts_md(
-                    list(due.groupby(["step", "segment"]).size().reset_index().itertuples(index=False, name=None)),
-                    ["step", "segment", "emails"],
+                "by_journey_step_and_segment": _counts_md(
+                    list(due.groupby(["campaign", "step", "segment"]).size().reset_index().itertuples(index=False, name=None)),
+                    ["journey", "step", "segment", "emails"],
                 ),
-                "preview": _table(preview, ["email", "step", "segment", "template", "due_at", "status", "day"]),
+                "preview": _table(preview, ["email", "campaign", "step", "segment", "template", "due_at", "status", "day"]),
             }
         )
 
@@ -197,7 +205,7 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
         now = ctx.clock.now()
         day = dt.date.fromisoformat(context.partition_key)
         start, end, live = _window(ctx.campaign, day, now)
-        due = ledger.owed(ctx.engine, ctx.campaign.name, start, end, carry_over=live)
+        due = ledger.owed(ctx.engine, ctx.journeys.names, start, end, carry_over=live)
         report = deliver(ctx, ledger.dues(due), send_late=config.send_late)
         for error in report.crm_errors:
             context.log.warning(error)
@@ -236,9 +244,9 @@ def build_assets(campaign: Campaign, settings: Settings) -> list:
 def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.datetime) -> dict:
     """What this run did, and what the ledger says went out this day (email 1 and CLI sends included)."""
     campaign = ctx.campaign
-    went_out = ledger.sent_between(ctx.engine, campaign.name, start, end)
-    not_sent = ledger.not_sent_between(ctx.engine, campaign.name, start, end)
-    by_step = pd.Series([r.step for r in went_out], dtype="int64").value_counts().sort_index()
+    went_out = ledger.sent_between(ctx.engine, ctx.journeys.names, start, end)
+    not_sent = ledger.not_sent_between(ctx.engine, ctx.journeys.names, start, end)
+    by_step = pd.Series([(r.campaign, r.step) for r in went_out], dtype="object").value_counts().sort_index()
     return {
         "sent_this_day": len(went_out),
         "sent_by_this_run": len(report.sent),
@@ -250,16 +258,18 @@ def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.
         "resumed": report.resumed,
         "already_sent_or_in_progress": report.already_done,
         "not_yet_due": report.not_yet_due,
-        "sent_this_day_by_step": _counts_md(list(by_step.items()), ["step", "emails"]),
+        "sent_this_day_by_journey_and_step": _counts_md([(j, n, count) for (j, n), count in by_step.items()],
+                                                         ["journey", "step", "emails"]),
         "sent_this_day_list": _table(
-            [{"email": r.email, "step": r.step, "subject": r.subject, "sent_at": local_time(campaign, r.sent_at),
+            [{"email": r.email, "journey": r.campaign, "step": r.step, "subject": r.subject,
+              "sent_at": local_time(campaign, r.sent_at),
               "by": "enrollment or CLI" if (r.run_id or "") in ("", "cli") else r.run_id[:8]} for r in went_out],
-            ["email", "step", "subject", "sent_at", "by"],
+            ["email", "journey", "step", "subject", "sent_at", "by"],
         ),
         "not_sent": _table(
-            [{"email": r.email, "step": r.step, "status": r.status, "reason": r.reason,
+            [{"email": r.email, "journey": r.campaign, "step": r.step, "status": r.status, "reason": r.reason,
               "due_at": local_time(campaign, r.due_at)} for r in not_sent],
-            ["email", "step", "status", "due_at", "reason"],
+            ["email", "journey", "step", "status", "due_at", "reason"],
         ),
     }
 
@@ -277,10 +287,10 @@ def build_overdue_check(deliveries_asset, cron: str) -> dg.AssetChecksDefinition
         campaign = ctx.campaign
         now = ctx.clock.now()
         two_ticks_ago = ticks_before(cron, campaign.timezone, now, 2)[-1]
-        count, rows = ledger.overdue(ctx.engine, campaign.name, two_ticks_ago)
-        unplanned = len(ledger.unplanned(ctx.engine, campaign.name, limit=100))
+        count, rows = ledger.overdue(ctx.engine, ctx.journeys.names, two_ticks_ago)
+        unplanned = sum(len(ledger.unplanned(ctx.engine, j.name, limit=100)) for j in ctx.journeys)
         listing = "\n".join(
-            f"- {r.email} step {r.step}: due {local_time(campaign, r.due_at)}, {r.status}"
+            f"- {r.email} {r.campaign} step {r.step}: due {local_time(campaign, r.due_at)}, {r.status}"
             + (f" ({r.reason})" if r.reason else "") for r in rows
         )
         return dg.AssetCheckResult(

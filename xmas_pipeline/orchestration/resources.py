@@ -7,8 +7,7 @@ from typing import Optional
 import dagster as dg
 
 from xmas_pipeline.backends import delivery_context
-from xmas_pipeline.campaign.loader import load_campaign
-from xmas_pipeline.campaign.models import Campaign
+from xmas_pipeline.campaign.journey import Journeys
 from xmas_pipeline.delivery import DeliveryContext
 from xmas_pipeline.settings import Settings, load_settings
 from xmas_pipeline.store.db import engine_for
@@ -22,7 +21,8 @@ class XmasResource(dg.ConfigurableResource):
 
     home: str
     database_url: str
-    campaign_file: str
+    campaign_file: Optional[str] = None
+    campaigns_dir: str
     now: Optional[str] = None
     day_seconds: int = 86400
     claim_lease_s: int = 300
@@ -49,7 +49,8 @@ class XmasResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings, secrets_from_env: bool = False) -> "XmasResource":
         values = {name: getattr(settings, name) for name in cls.model_fields}
         # Dagster config holds plain values: paths and instants travel as strings.
-        values.update(home=str(settings.home), campaign_file=str(settings.campaign_file),
+        values.update(home=str(settings.home), campaigns_dir=str(settings.campaigns_dir),
+                      campaign_file=str(settings.campaign_file) if settings.campaign_file else None,
                       now=settings.now.isoformat() if settings.now else None)
         if secrets_from_env:
             for field, var in [
@@ -72,8 +73,8 @@ class XmasResource(dg.ConfigurableResource):
     def _as_config_dict(self) -> dict:
         return {name: getattr(self, name) for name in type(self).model_fields}
 
-    def campaign(self) -> Campaign:
-        return load_campaign(self.campaign_file)
+    def journeys(self) -> Journeys:
+        return self.settings().journeys()
 
     def engine(self):
         return engine_for(self.database_url)

@@ -71,6 +71,7 @@ class Due:
     due_at: dt.datetime
     status: str = SCHEDULED
     late_ok: bool = False
+    campaign: str = ""  # the journey's name
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Claim:
     sequence_key: str
     step: int
     email: str
+    campaign: str  # the journey's name
+    template: str | None
     key: str  # the row key
     handoffs: int  # hand-offs so far (0: never rendered for a provider)
     message: dict | None  # frozen: resend exactly this
@@ -123,13 +126,31 @@ def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, s
     conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(planned_at=now))
 
 
+def replan(conn: sa.Connection, *, sequence_key: str, steps: list, reset: bool = False) -> int:
+    """Move steps not yet sent to a new plan; rows already sent (or in a run's hands) keep theirs.
+
+    A step the old plan dropped may come back (a call rescheduled further out), and one it scheduled
+    may now be dropped (rescheduled too close to the call).
+    """
+    movable = sa.or_(c.status.in_([SCHEDULED, FAILED, EXPIRED, LATE] + ([SKIPPED, HELD] if reset else [])),
+                     sa.and_(c.status == SKIPPED, c.reason.like("dropped:%")))
+    moved = 0
+    for p in steps:
+        moved += conn.execute(
+            deliveries.update()
+            .where(c.sequence_key == sequence_key, c.step == p.step, movable)
+            .values(status=p.state, reason=p.reason, due_at=p.due_at, late_by_s=None, message=None, batch_key=None)
+        ).rowcount
+    return moved
+
+
 def unplanned(engine: sa.Engine, campaign: str, limit: int = 5000) -> list[sa.RowMapping]:
     """Active sequences without ledger rows yet (first seen in the CRM, or written before planning existed)."""
     s = sequences.c
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(s.sequence_key, s.email, s.signup_at)
+                sa.select(s.sequence_key, s.email, s.signup_at, s.event_at, s.timezone)
                 .where(s.planned_at.is_(None), s.status == "active", s.campaign == campaign)
                 .limit(limit)
             ).mappings()
@@ -138,11 +159,15 @@ def unplanned(engine: sa.Engine, campaign: str, limit: int = 5000) -> list[sa.Ro
 
 # --- what is owed -----------------------------------------------------------------------------------
 
-OWED_COLUMNS = ["id", "sequence_key", "email", "segment", "step", "template", "due_at", "status", "late_ok"]
+OWED_COLUMNS = ["id", "sequence_key", "email", "campaign", "segment", "step", "template", "due_at", "status", "late_ok"]
+
+
+def _journeys(campaign: str | Iterable[str]):
+    return c.campaign.in_([campaign] if isinstance(campaign, str) else list(campaign))
 
 
 def owed(
-    engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime, *, carry_over: bool = False
+    engine: sa.Engine, campaign: str | Iterable[str], start: dt.datetime, end: dt.datetime, *, carry_over: bool = False
 ) -> pd.DataFrame:
     """Steps due in [start, end) that are not finished (late ones included, for a send_late backfill).
 
@@ -151,11 +176,12 @@ def owed(
     Sorted by due time.
     """
     s = sequences.c
-    columns = [c.id, c.sequence_key, c.email, s.segment, c.step, c.template, c.due_at, c.status, c.late_ok]
+    columns = [c.id, c.sequence_key, c.email, c.campaign, s.segment, c.step, c.template, c.due_at, c.status, c.late_ok]
     base = sa.select(*columns).select_from(deliveries.join(sequences, s.sequence_key == c.sequence_key))
-    queries = [base.where(c.campaign == campaign, c.status.in_([*OPEN, LATE]), c.due_at >= start, c.due_at < end)]
+    journeys = _journeys(campaign)
+    queries = [base.where(journeys, c.status.in_([*OPEN, LATE]), c.due_at >= start, c.due_at < end)]
     if carry_over:
-        queries.append(base.where(c.campaign == campaign, c.status.in_(OPEN), c.due_at < start))
+        queries.append(base.where(journeys, c.status.in_(OPEN), c.due_at < start))
     with engine.connect() as conn:
         rows = [row for q in queries for row in conn.execute(q)]
     frame = pd.DataFrame(rows, columns=OWED_COLUMNS)
@@ -166,7 +192,7 @@ def owed(
 
 def dues(frame: pd.DataFrame) -> list[Due]:
     return [
-        Due(int(r.id), r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime(), r.status, bool(r.late_ok))
+        Due(int(r.id), r.sequence_key, int(r.step), r.email, r.due_at.to_pydatetime(), r.status, bool(r.late_ok), r.campaign)
         for r in frame.itertuples(index=False)
     ]
 
@@ -176,7 +202,7 @@ def load_dues(engine: sa.Engine, ids: list[int]) -> list[Due]:
     with engine.connect() as conn:
         for chunk in _chunks(ids):
             for r in conn.execute(sa.select(deliveries).where(c.id.in_(chunk))):
-                out.append(Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok)))
+                out.append(Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok), r.campaign))
     return sorted(out, key=lambda d: (d.due_at, d.id))
 
 
@@ -185,7 +211,7 @@ def step_one(engine: sa.Engine, sequence_key: str) -> Due | None:
         r = conn.execute(sa.select(deliveries).where(c.sequence_key == sequence_key, c.step == 1)).first()
     if r is None or r.status not in OPEN:
         return None
-    return Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok))
+    return Due(r.id, r.sequence_key, r.step, r.email, r.due_at, r.status, bool(r.late_ok), r.campaign)
 
 
 # --- claims -----------------------------------------------------------------------------------------
@@ -203,6 +229,8 @@ def _claims(rows, token: str) -> list[Claim]:
             sequence_key=r.sequence_key,
             step=r.step,
             email=r.email,
+            campaign=r.campaign,
+            template=r.template,
             key=r.idempotency_key,
             handoffs=r.handoffs or 0,
             message=json.loads(r.message) if r.message else None,
@@ -212,7 +240,8 @@ def _claims(rows, token: str) -> list[Claim]:
     ]
 
 
-_RETURNED = (c.id, c.sequence_key, c.step, c.email, c.idempotency_key, c.handoffs, c.message, c.batch_key)
+_RETURNED = (c.id, c.sequence_key, c.step, c.email, c.campaign, c.template, c.idempotency_key, c.handoffs, c.message,
+             c.batch_key)
 
 
 def claim(
@@ -474,76 +503,77 @@ def put_back(
 # --- what the schedule, the checks and the UI read ----------------------------------------------------
 
 
-def has_work(engine: sa.Engine, campaign: str, now: dt.datetime, wall: dt.datetime, lease: dt.timedelta) -> str | None:
+def has_work(engine: sa.Engine, campaign: str | Iterable[str], now: dt.datetime, wall: dt.datetime, lease: dt.timedelta) -> str | None:
     """Why a delivery run is needed now (a step due and unsent, an in-doubt claim, an unplanned sequence), or None."""
     with engine.connect() as conn:
         due = conn.execute(
-            sa.select(c.due_at).where(c.campaign == campaign, c.status.in_([SCHEDULED, FAILED]), c.due_at <= now)
+            sa.select(c.due_at).where(_journeys(campaign), c.status.in_([SCHEDULED, FAILED]), c.due_at <= now)
             .order_by(c.due_at).limit(1)
         ).scalar()
         if due is not None:
             return "steps due"
         stale = conn.execute(
-            sa.select(c.id).where(c.campaign == campaign, c.status == CLAIMED, c.claimed_at < wall - lease).limit(1)
+            sa.select(c.id).where(_journeys(campaign), c.status == CLAIMED, c.claimed_at < wall - lease).limit(1)
         ).scalar()
         if stale is not None:
             return "claims to resume"
         s = sequences.c
         unplanned_seq = conn.execute(
-            sa.select(s.sequence_key).where(s.campaign == campaign, s.planned_at.is_(None), s.status == "active").limit(1)
+            sa.select(s.sequence_key).where(s.campaign.in_([campaign] if isinstance(campaign, str) else list(campaign)),
+                                            s.planned_at.is_(None), s.status == "active").limit(1)
         ).scalar()
         return "sequences to plan" if unplanned_seq is not None else None
 
 
-def next_due(engine: sa.Engine, campaign: str) -> dt.datetime | None:
+def next_due(engine: sa.Engine, campaign: str | Iterable[str]) -> dt.datetime | None:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(sa.func.min(c.due_at)).where(c.campaign == campaign, c.status.in_([SCHEDULED, FAILED]))
+            sa.select(sa.func.min(c.due_at)).where(_journeys(campaign), c.status.in_([SCHEDULED, FAILED]))
         ).scalar()
 
 
-def overdue(engine: sa.Engine, campaign: str, before: dt.datetime, limit: int = 20) -> tuple[int, list[sa.Row]]:
+def overdue(engine: sa.Engine, campaign: str | Iterable[str], before: dt.datetime, limit: int = 20) -> tuple[int, list[sa.Row]]:
     """Steps due before ``before`` that are still owed: neither sent, skipped with a reason nor recorded late."""
-    where = [c.campaign == campaign, c.status.in_(OPEN), c.due_at < before]
+    where = [_journeys(campaign), c.status.in_(OPEN), c.due_at < before]
     with engine.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(*where)).scalar_one()
         rows = list(
             conn.execute(
-                sa.select(c.email, c.step, c.due_at, c.status, c.reason).where(*where).order_by(c.due_at).limit(limit)
+                sa.select(c.email, c.campaign, c.step, c.due_at, c.status, c.reason).where(*where).order_by(c.due_at).limit(limit)
             )
         )
     return count, rows
 
 
-def sent_between(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime) -> list[sa.Row]:
+def sent_between(engine: sa.Engine, campaign: str | Iterable[str], start: dt.datetime, end: dt.datetime) -> list[sa.Row]:
     """Everything that went out in [start, end): enrollment's email 1, scheduled runs and CLI sends alike."""
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(c.email, c.step, c.subject, c.provider, c.provider_id, c.sent_at, c.due_at, c.run_id)
-                .where(c.campaign == campaign, c.status == SENT, c.sent_at >= start, c.sent_at < end)
+                sa.select(c.email, c.campaign, c.step, c.subject, c.provider, c.provider_id, c.sent_at, c.due_at, c.run_id)
+                .where(_journeys(campaign), c.status == SENT, c.sent_at >= start, c.sent_at < end)
                 .order_by(c.sent_at, c.id)
             )
         )
 
 
-def due_between_by_status(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+def due_between_by_status(engine: sa.Engine, campaign: str | Iterable[str], start: dt.datetime, end: dt.datetime) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(c.status, sa.func.count())
-            .where(c.campaign == campaign, c.due_at >= start, c.due_at < end)
+            .where(_journeys(campaign), c.due_at >= start, c.due_at < end)
             .group_by(c.status)
         ).all()
     return dict(rows)
 
 
-def not_sent_between(engine: sa.Engine, campaign: str, start: dt.datetime, end: dt.datetime, limit: int = 50) -> list[sa.Row]:
+def not_sent_between(engine: sa.Engine, campaign: str | Iterable[str], start: dt.datetime, end: dt.datetime, limit: int = 50) -> list[sa.Row]:
     """Steps due in [start, end) that were skipped, recorded late, expired, failed or held, with the reason."""
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(c.email, c.step, c.status, c.reason, c.due_at, c.late_by_s)
-                .where(c.campaign == campaign, c.due_at >= start, c.due_at < end,
+                sa.select(c.email, c.campaign, c.step, c.status, c.reason, c.due_at, c.late_by_s)
+                .where(_journeys(campaign), c.due_at >= start, c.due_at < end,
                        c.status.in_([SKIPPED, LATE, EXPIRED, FAILED, HELD]))
                 .order_by(c.due_at, c.id)
                 .limit(limit)

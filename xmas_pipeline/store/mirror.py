@@ -57,10 +57,22 @@ def upsert_sequences(engine: sa.Engine, records: list[SequenceRecord], now: dt.d
     return len(records)
 
 
-def insert_sequence(conn: sa.Connection, seq: SequenceRecord, profile: dict, now: dt.datetime) -> None:
+def insert_sequence(
+    conn: sa.Connection, seq: SequenceRecord, profile: dict, now: dt.datetime, event_id: int | None = None
+) -> None:
     values = sequence_values(seq, now, profile=profile)
-    values["status"] = "active"
+    values.update(status="active", event_id=event_id)
     _upsert(conn, sequences, "sequence_key", values)
+
+
+def update_sequence(conn: sa.Connection, sequence_key: str, now: dt.datetime, **values) -> None:
+    conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(updated_at=now, **values))
+
+
+def emails_for_booking(engine: sa.Engine, booking_uid: str) -> set[str]:
+    """Who booked this Cal.com booking, as far as the sequences know."""
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(sequences.c.email).where(sequences.c.booking_uid == booking_uid)).scalars())
 
 
 def get_contact(engine: sa.Engine, email: str) -> ContactRecord | None:

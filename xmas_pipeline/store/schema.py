@@ -62,6 +62,7 @@ contacts = sa.Table(
     sa.Column("assessment_score", sa.Float),
     sa.Column("campaign_status", sa.String(60)),
     sa.Column("booking_status", sa.String(60)),
+    sa.Column("call_date", UTCDateTime),
     sa.Column("crm_id", sa.String(64)),
     sa.Column("edited_at", UTCDateTime),  # the CRM's last edit, when it tells us
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -92,6 +93,10 @@ sequences = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # When the sequence's steps got their ledger rows; NULL means "plan me" (e.g. a sequence first seen in the CRM).
     sa.Column("planned_at", UTCDateTime),
+    sa.Column("timezone", sa.String(64)),  # the recipient's IANA zone, for send windows (else the journey's)
+    sa.Column("event_at", UTCDateTime),  # what reminders count back from (the booked call's start)
+    sa.Column("booking_uid", sa.String(200)),  # the Cal.com booking this sequence is about
+    sa.Column("event_id", sa.Integer),  # the inbound event that started it
     sa.UniqueConstraint("email", "campaign", name="uq_sequence_email_campaign"),
     sa.Index("ix_sequences_unplanned", "planned_at", "status"),
 )
@@ -161,6 +166,22 @@ consents = sa.Table(
     sa.Column("event_id", sa.Integer),
     sa.Column("withdrawn_at", UTCDateTime),
     sa.UniqueConstraint("email", "campaign", name="uq_consent_email_campaign"),
+)
+
+# Every consent the pipeline was given (each signup, re-signup or booking), newest last: the proof
+# CASL puts on the sender. ``consents`` keeps the first per journey; this keeps them all.
+consent_events = sa.Table(
+    "consent_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False, index=True),
+    sa.Column("campaign", sa.String(120), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # express / implied
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("consented_at", UTCDateTime, nullable=False),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("user_agent", sa.String(512)),
+    sa.Column("event_id", sa.Integer),
 )
 
 # Email templates mirrored from Notion's templates database (file templates are read from disk).

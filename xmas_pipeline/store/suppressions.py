@@ -6,7 +6,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from xmas_pipeline.store.schema import consents, sequences, suppressions
+from xmas_pipeline.store.schema import consent_events, consents, sequences, suppressions
 
 
 def suppress(engine: sa.Engine, email: str, reason: str, source: str, now: dt.datetime) -> bool:
@@ -51,24 +51,31 @@ def record_consent(
     client_ip: str | None,
     user_agent: str | None,
     event_id: int | None,
+    kind: str = "express",
 ) -> None:
-    """CASL puts the proof of consent on the sender: keep how, when and from where, once per campaign."""
+    """CASL puts the proof of consent on the sender: keep how, when and from where.
+
+    The first consent per journey stays in ``consents`` (withdrawn on unsubscribe); every one, re-signups
+    included, is appended to ``consent_events``.
+    """
+    values = dict(email=email, campaign=campaign, kind=kind, source=source, consented_at=consented_at,
+                  client_ip=client_ip, user_agent=user_agent, event_id=event_id)
     exists = conn.execute(
         sa.select(consents.c.id).where(consents.c.email == email, consents.c.campaign == campaign)
     ).first()
     if exists is None:
-        conn.execute(
-            consents.insert().values(
-                email=email,
-                campaign=campaign,
-                kind="express",
-                source=source,
-                consented_at=consented_at,
-                client_ip=client_ip,
-                user_agent=user_agent,
-                event_id=event_id,
-            )
-        )
+        conn.execute(consents.insert().values(**values))
+    if event_id is None or conn.execute(
+        sa.select(consent_events.c.id).where(consent_events.c.event_id == event_id, consent_events.c.campaign == campaign)
+    ).first() is None:  # a retried event records its consent once
+        conn.execute(consent_events.insert().values(**values))
+
+
+def consent_history(engine: sa.Engine, email: str) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(consent_events).where(consent_events.c.email == email.strip().lower()).order_by(consent_events.c.id)
+        ))
 
 
 def consent_for(engine: sa.Engine, email: str) -> list[sa.Row]:

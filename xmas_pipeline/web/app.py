@@ -22,7 +22,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.campaign.tokens import verify_unsubscribe_token
 from xmas_pipeline.settings import Settings, load_settings
@@ -177,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the intake app; settings default to the environment (``load_settings()``)."""
     settings = settings or load_settings()
     clock = settings.clock
-    campaign_name = load_campaign(settings.campaign_file).name
+    campaign_name = settings.journeys().home.name
     signup_verifiers = _webhooks(settings.webhook_secret, "XMAS_WEBHOOK_SECRET") if settings.webhook_secret else []
     resend_verifiers = (
         _webhooks(settings.resend_webhook_secret, "RESEND_WEBHOOK_SECRET") if settings.resend_webhook_secret else []

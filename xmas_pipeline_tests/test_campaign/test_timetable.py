@@ -3,7 +3,8 @@ import datetime as dt
 import pytest
 
 from xmas_pipeline.campaign.loader import load_campaign, parse_campaign
-from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, due_at, plan_steps
+from xmas_pipeline.campaign.timetable import campaign_day, day_bounds
+from xmas_pipeline.planning import plan
 from xmas_pipeline.settings import DEFAULT_CAMPAIGN_FILE
 
 TZ_OFFSET = dt.timezone(dt.timedelta(hours=-5))
@@ -23,31 +24,31 @@ def test_the_shipped_campaign_is_christmas_2026(campaign):
 
 def test_steps_fall_on_their_days(campaign):
     anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
-    plan = plan_steps(campaign, anchor)
-    days = {p.step: (campaign_day(campaign, p.due_at) - dt.date(2026, 11, 5)).days for p in plan}
+    plan_ = plan(campaign, trigger_at=anchor, event_at=None, recipient_tz=None, day_seconds=86400)
+    days = {p.step: (campaign_day(campaign, p.due_at) - dt.date(2026, 11, 5)).days for p in plan_}
     assert days == {1: 0, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 7: 10}
-    assert all(p.state == "scheduled" and p.due_at.tzinfo == dt.timezone.utc for p in plan)
-    assert [p.template for p in plan] == [f"email_{n}" for n in range(1, 8)]
+    assert all(p.state == "scheduled" and p.due_at.tzinfo == dt.timezone.utc for p in plan_)
+    assert [p.template for p in plan_] == [f"email_{n}" for n in range(1, 8)]
 
 
 def test_a_late_evening_signup_keeps_its_exact_times_across_days(campaign):
     anchor = dt.datetime(2026, 11, 10, 23, 50, tzinfo=TZ_OFFSET)
-    plan = plan_steps(campaign, anchor)
-    assert plan[2].due_at == due_at(campaign, anchor, 3) == anchor + dt.timedelta(days=3)
-    assert campaign_day(campaign, plan[2].due_at) == dt.date(2026, 11, 13)
+    plan_ = plan(campaign, trigger_at=anchor, event_at=None, recipient_tz=None, day_seconds=86400)
+    assert plan_[2].due_at == anchor + dt.timedelta(days=3)
+    assert campaign_day(campaign, plan_[2].due_at) == dt.date(2026, 11, 13)
 
 
 def test_steps_after_the_campaign_end_are_planned_as_expired(campaign):
     anchor = dt.datetime(2026, 12, 18, 10, tzinfo=TZ_OFFSET)  # steps 5..7 would fall after Dec 24
-    plan = plan_steps(campaign, anchor)
-    assert [p.state for p in plan] == ["scheduled"] * 4 + ["expired"] * 3
-    assert "after the campaign end 2026-12-24 00:00 EST" in plan[4].reason
+    plan_ = plan(campaign, trigger_at=anchor, event_at=None, recipient_tz=None, day_seconds=86400)
+    assert [p.state for p in plan_] == ["scheduled"] * 4 + ["expired"] * 3
+    assert "at or after the end of Christmas 2026" in plan_[4].reason
 
 
 def test_a_demo_day_lasts_a_minute(campaign):
     anchor = dt.datetime(2026, 11, 5, 10, tzinfo=TZ_OFFSET)
-    plan = plan_steps(campaign, anchor, day_seconds=60)
-    assert plan[-1].due_at - anchor == dt.timedelta(minutes=10)
+    plan_ = plan(campaign, trigger_at=anchor, event_at=None, recipient_tz=None, day_seconds=60)
+    assert plan_[-1].due_at - anchor == dt.timedelta(minutes=10)
 
 
 def test_day_bounds_follow_the_campaign_timezone_across_dst(campaign):

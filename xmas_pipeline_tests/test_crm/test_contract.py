@@ -24,7 +24,7 @@ from xmas_pipeline.crm.notion import NotionCRM
 from xmas_pipeline.settings import DEFAULT_CAMPAIGN_FILE
 from xmas_pipeline.store import ledger, mirror
 from xmas_pipeline.store.db import engine_for
-from xmas_pipeline.planning import plan_sequence
+from xmas_pipeline.planning import plan_rows
 from xmas_pipeline_tests.fakes.notion import NotionEmulator
 from xmas_pipeline_tests.fakes.notion_setup import data_source, xmas_databases
 
@@ -70,8 +70,8 @@ class Backend:
         created = self.crm.create_sequence(sequence)
         with self.engine.begin() as conn:
             mirror.insert_sequence(conn, created, {"first_name": created.first_name}, self.clock())
-            plan_sequence(conn, CAMPAIGN, sequence_key=created.sequence_key, email=created.email,
-                          anchor=created.signup_at, day_seconds=86400, now=self.clock())
+            plan_rows(conn, CAMPAIGN, sequence_key=created.sequence_key, email=created.email,
+                      trigger_at=created.signup_at, day_seconds=86400, now=self.clock())
         return created
 
     def record_sends(self, seq: SequenceRecord, sent: dict[int, dt.datetime], completed: bool) -> None:

@@ -83,4 +83,4 @@ def test_sigkill_after_claim_before_record_then_rerun_sends_exactly_once(env, ma
 def settings_tz(settings):
     from xmas_pipeline.campaign.loader import load_campaign
 
-    return load_campaign(settings.campaign_file).tz
+    return settings.journeys().home.tz

@@ -72,7 +72,8 @@ def test_a_queued_or_running_run_is_waiting_not_an_attempt(settings, make_settin
     for second in range(0, 15 * 60 + 1, 30):  # a sensor tick every 30 s while the queue holds
         wall = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=second)
         daemon.tick(at + dt.timedelta(seconds=second))
-    assert len(daemon.queued) == 3  # 250 signups, batches of 100, launched once each
+    enrollments = [q for q in daemon.queued if q.job_name == "enroll_signups_job"]
+    assert len(enrollments) == 3  # 250 signups, batches of 100, launched once each
     assert set(statuses(engine).values()) == {"dispatched"}
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(inbound_events.c.attempts))).scalar() == 0
@@ -105,7 +106,7 @@ def test_a_failed_run_is_an_attempt_and_its_events_come_back_batched(settings, m
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()), hold=True)
     at = settings.clock.now()
     daemon.tick(at)
-    (queued,) = daemon.queued
+    (queued,) = [q for q in daemon.queued if q.job_name == "enroll_signups_job"]
     daemon.queued = []
     # The run process started, then died (the events a run process and run monitoring would report).
     run = instance.get_run_by_id(queued.run_id)
@@ -117,8 +118,9 @@ def test_a_failed_run_is_an_attempt_and_its_events_come_back_batched(settings, m
     assert set(statuses(engine).values()) == {"retry"}
     wall += inbound.backoff(1) + dt.timedelta(seconds=1)
     daemon.tick(at)
-    assert [q.request.run_config["ops"]["enroll_signups"]["config"]["event_ids"] for q in daemon.queued] == [ids]
-    assert daemon.queued[0].request.run_key == f"signups-{ids[0]}-{ids[-1]}-d2"
+    retried = [q for q in daemon.queued if q.job_name == "enroll_signups_job"]
+    assert [q.request.run_config["ops"]["enroll_signups"]["config"]["event_ids"] for q in retried] == [ids]
+    assert retried[0].request.run_key == f"signups-{ids[0]}-{ids[-1]}-d2"
     daemon.run_queue(at)
     assert set(statuses(engine).values()) == {"done"}
 
@@ -165,7 +167,7 @@ def test_schedule_asks_for_todays_partition_when_a_step_is_due(make_settings, in
 
 def test_definitions_load_with_the_defaults(settings):
     defs = build_definitions(settings)
-    assert {a.key.to_user_string() for a in defs.resolve_asset_graph().assets_defs} >= {
+    assert {k.to_user_string() for a in defs.resolve_asset_graph().assets_defs for k in a.keys} >= {
         "contacts", "sequences", "templates", "emails_due", "deliveries"
     }
     partitions = defs.resolve_job_def("daily_delivery_job").partitions_def

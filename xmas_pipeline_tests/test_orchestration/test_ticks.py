@@ -98,9 +98,10 @@ def test_every_step_goes_within_one_tick_of_its_time_exactly_once(sim, settings,
         assert rows[0].due_at == signed_up.astimezone(dt.timezone.utc)
     assert len(files) == 6 * 7
 
-    # The day boundaries were crossed by steps due after the last tick of their day (23:50 due, 00:00 sent).
-    crossed = [r for r in ledger.rows_for(engine) if r.due_at.astimezone(TZ).date() != r.sent_at.astimezone(TZ).date()]
-    assert len(crossed) >= 6 * 6
+    # Every step of the 23:50 and 23:59 leads fell due after its day's last tick (23:45) and went out at
+    # the next day's 00:00 tick.
+    crossed = {(r.email, r.step) for r in ledger.rows_for(engine) if r.due_at.astimezone(TZ).date() != r.sent_at.astimezone(TZ).date()}
+    assert crossed == {(email, step) for _, email in signups()[4:] for step in range(1, 8)}
 
     # The overdue check ran on every delivery run and never failed; nothing is owed at the end.
     evaluations = sim.check_results("no_overdue_steps")

@@ -93,7 +93,7 @@ def test_signup_is_stored_and_answered_202(client_for):
     [row] = rows(settings, inbound_events)
     assert row.id == event_id and row.status == "pending" and row.kind == "signup"
     assert row.email == "sarah.lee@example.com"
-    assert row.idempotency_key == f"sarah.lee@example.com|{load_campaign(settings.campaign_file).name}"
+    assert row.idempotency_key == f"sarah.lee@example.com|{settings.journeys().home.name}"
     assert row.client_ip == "203.0.113.7" and row.user_agent == "site/1.0"
     assert row.received_at == settings.clock.now()  # the injected (pinned) clock
     stored = json.loads(row.payload)
@@ -268,7 +268,7 @@ ACTIVE_EMAIL = "sarah.lee@example.com"
 
 def add_sequence(settings: Settings, email: str = ACTIVE_EMAIL) -> str:
     """An active sequence row as enrollment would leave it; returns its unsubscribe token."""
-    campaign = load_campaign(settings.campaign_file).name
+    campaign = settings.journeys().home.name
     key = sequence_key(email, campaign)
     now = settings.clock.now()
     with engine_for(settings.database_url).begin() as conn:
@@ -340,7 +340,7 @@ def test_bad_tokens_are_404_alike(client_for):
 
 def add_delivery(settings: Settings, provider_id: str = "re_abc123") -> None:
     add_sequence(settings)
-    key = sequence_key(ACTIVE_EMAIL, load_campaign(settings.campaign_file).name)
+    key = sequence_key(ACTIVE_EMAIL, settings.journeys().home.name)
     with engine_for(settings.database_url).begin() as conn:
         conn.execute(
             deliveries.insert().values(
