@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from pydantic import ValidationError
 
 from xmas_pipeline.campaign.clock import wall_now
 from xmas_pipeline.campaign.models import SignupPayload
@@ -35,6 +34,10 @@ NOT_BOOKED = "Not Booked"
 
 class BadEvent(ValueError):
     """The event can never be enrolled as it is (it would fail the same way on every retry)."""
+
+
+# Failures that would repeat identically on every retry: the event goes dead at once, with the reason.
+NEVER_SUCCEEDS = (BadEvent, OverflowError)
 
 
 @dataclass
@@ -64,7 +67,7 @@ def enroll_events(
         except Exception as exc:  # noqa: BLE001 - any failure of one event must not sink the batch
             status = inbound.mark_failed(
                 ctx.engine, event.id, f"{type(exc).__name__}: {exc}", wall_now(),
-                max_attempts=1 if isinstance(exc, BadEvent) else max_attempts,
+                max_attempts=1 if isinstance(exc, NEVER_SUCCEEDS) else max_attempts,
             )
             report.failed.append({"event_id": event.id, "email": event.email, "error": str(exc), "status": status})
             log.warning("event %s (%s) failed, now %s: %s", event.id, event.email, status, exc)
@@ -78,10 +81,10 @@ def enroll_events(
 
 
 def enroll_one(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) -> Due | None:
-    payload = json.loads(event.payload)
     try:
-        profile = SignupPayload.model_validate(payload)
-    except ValidationError as exc:
+        # Judged against the time it arrived, as the intake judged it: the verdict never changes later.
+        profile = SignupPayload.model_validate(json.loads(event.payload), context={"now": event.received_at})
+    except ValueError as exc:  # a ValidationError, or stored JSON that does not parse
         raise BadEvent(f"payload cannot be enrolled: {exc}") from exc
     email = event.email.strip().lower()
     sent_elsewhere = profile.email_1_sent_at
