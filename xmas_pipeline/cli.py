@@ -53,8 +53,12 @@ def _stop(procs: list[subprocess.Popen], grace: float = 20.0) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlalchemy as sa
+
+    from xmas_pipeline.settings import private_dir
     from xmas_pipeline.store.db import engine_for
 
+    private_dir(settings.home)  # 0700: the database, the secret and the outbox hold personal data
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     dagster_yaml = settings.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():
@@ -62,7 +66,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)
     engine_for(settings.database_url)  # create the tables before either process races to do it
 
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "XMAS_HOME": str(settings.home)}
+    # The unsubscribe secret (generated once into its 0600 file) reaches Dagster as an environment
+    # variable, so its resource holds an EnvVar: the UI and run config show the name, never the value.
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "XMAS_HOME": str(settings.home),
+        "XMAS_UNSUBSCRIBE_SECRET": settings.unsubscribe_secret,
+    }
     bin_dir = Path(sys.executable).parent
     intake = [sys.executable, "-m", "uvicorn", "--factory", "xmas_pipeline.web.app:create_app",
               "--host", args.host, "--port", str(args.port), "--log-level", "warning"]
@@ -82,8 +93,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGHUP, on_signal)
 
     base = f"http://{args.host}:{args.port}"
+    database = sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)
     _print(f"""
-xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {settings.database_url})
+xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {database})
   intake   {base}   (API docs: {base}/docs, health: {base}/healthz)
   dagster  http://{args.host}:{args.dagster_port}   (ready in ~15 s; signup_sensor and delivery_schedule run by default)
   outbox   {settings.outbox_dir}
