@@ -40,6 +40,8 @@ setup(
             "pytest-timeout>=2.3",
             "aiosmtpd>=1.4.6",
             "trustme>=1.1",
+            # The intake's OpenAPI contract test (its CLI, every check); 4.x config and check names.
+            "schemathesis>=4.32,<5",
             "psycopg2-binary>=2.9",
             f"dagster-postgres=={DAGSTER_LIBS}",
         ],

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from typing import Annotated
 
+import email_validator
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -132,14 +134,43 @@ EARLIEST_INSTANT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 FUTURE_SLACK = dt.timedelta(days=1)  # clocks differ; a website clock a day ahead is broken, not skewed
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
-# Strict: JSON numbers only. `true`, "50" and 50.0-for-an-integer are refused instead of coerced.
-SystemCount = Annotated[int, Field(strict=True, ge=0, le=8)]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# email-validator refuses special-use domains (a@b.test, a@localhost): the schema says so too.
+EMAIL_PATTERN = r"^(?!.*[@.](%s)$).*$" % "|".join(_any_case(d) for d in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _json_integer(value: object) -> object:
+    """A JSON number with no fraction (6 or 6.0: JSON Schema calls both integers); never true or "6"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a JSON number, not a string or true/false")
+    if isinstance(value, float):
+        if not value.is_integer():  # also NaN, Infinity and 1e400 (which parses to Infinity)
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
+# JSON numbers only: `true`, "50" and other strings are refused instead of coerced.
+JsonInteger = BeforeValidator(_json_integer)
+SystemCount = Annotated[int, Field(ge=0, le=8), JsonInteger]
 Score = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=100)]
 
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
+def _stripped_not_blank(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
     return value
 
 
@@ -161,15 +192,17 @@ class SignupPayload(BaseModel):
     # The website may add fields before we know about them: never a reason to lose a lead.
     model_config = ConfigDict(extra="allow")
 
-    email: EmailStr
+    email: Annotated[EmailStr, Field(json_schema_extra={"pattern": EMAIL_PATTERN})]
     first_name: Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+        # Length is judged as sent (as the schema says), then the name is stripped.
+        StringConstraints(min_length=1, max_length=NAME_MAX),
         AfterValidator(_no_nul),
+        AfterValidator(_stripped_not_blank),
         Field(json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"}),  # not blank, no NUL
     ]
     business_name: Name | None = None
-    assessment_score: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+    assessment_score: Annotated[int, Field(ge=0, le=100), JsonInteger] | None = None
     red_systems: SystemCount = 0
     orange_systems: SystemCount = 0
     yellow_systems: SystemCount = 0

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from xmas_pipeline.campaign.loader import load_campaign
@@ -228,6 +229,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.writer = writer
+
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, _exc: Exception) -> Response:
+        # Starlette's Allow names only the first route matching the path; /u/{token} has two (GET, POST).
+        allowed = sorted(
+            {m for r in app.router.routes if isinstance(r, Route) and r.path_regex.match(request.url.path)
+             for m in (r.methods or ())}
+        )  # fmt: skip
+        return _json(405, {"detail": "Method Not Allowed"}, {"Allow": ", ".join(allowed)})
 
     # --- the website's signup webhook ---------------------------------------------------------
 

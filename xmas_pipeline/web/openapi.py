@@ -126,18 +126,13 @@ UNSUBSCRIBE_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: NOT_FOUND,
     503: UNAVAILABLE,
 }
+# Any POST to a valid token unsubscribes, whatever its body (a garbled form from a mail client must
+# not lose the unsubscribe); the body only tells a mail client (`List-Unsubscribe=One-Click`) from the page.
 UNSUBSCRIBE_BODY = {
     "required": False,
-    "description": "Ignored except to tell a mail client (RFC 8058 `List-Unsubscribe=One-Click`) from the page.",
-    "content": {
-        media: {
-            "schema": {
-                "type": "object",
-                "properties": {"List-Unsubscribe": {"type": "string"}, "confirm": {"type": "string"}},
-            }
-        }
-        for media in ("application/x-www-form-urlencoded", "multipart/form-data")
-    },
+    "description": "`List-Unsubscribe=One-Click` from a mail client (RFC 8058), `confirm=yes` from the page; "
+    "any other body unsubscribes all the same.",
+    "content": {media: {"schema": {}} for media in ("application/x-www-form-urlencoded", "multipart/form-data")},
 }
 
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -153,11 +153,13 @@ def test_the_edges_of_what_is_accepted(client_for):
         "assessment_score": 100,
         "gps_score": 0,
         "revenue_leak_total": 125000,  # an integer is a fine number
+        "red_systems": 6.0,  # a whole number written with a fraction is still an integer in JSON
         "email_1_sent_at": "2026-11-06T15:00:00z",  # exactly a day ahead of the pinned clock; lower-case z
         "notes": "n" * 2000,
     }
     assert client.post(SIGNUP_PATH, json=body).status_code == 202
-    assert len(rows(settings, inbound_events)) == 1
+    [row] = rows(settings, inbound_events)
+    assert json.loads(row.payload)["red_systems"] == 6  # stored as received; enrollment reads it as 6
 
 
 def test_an_unenrollable_event_stored_earlier_goes_dead_at_once_with_the_reason(settings):
