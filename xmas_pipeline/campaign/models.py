@@ -253,6 +253,8 @@ class SignupPayload(BaseModel):
     def _storable_extras(self) -> SignupPayload:
         # Unknown fields are kept and stored as JSON: NaN, Infinity (1e400 parses to it) are not JSON.
         for name, value in (self.model_extra or {}).items():
+            if value is None or type(value) in (int, bool):  # the common cases: nothing to check
+                continue
             problem = _unstorable(value)
             if problem:
                 raise ValueError(f"field {name!r}: {problem}")
