@@ -65,7 +65,10 @@ def _private_sqlite_file(path: Path) -> None:
             os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
         except FileExistsError:
             pass
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
         try:
             mode = name.stat().st_mode

@@ -8,6 +8,7 @@ Bounded to about a minute: a fixed seed and a fixed number of examples per opera
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,13 @@ SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli"]
 CONFIG = """\
 hooks = "xmas_pipeline_tests.test_web.schemathesis_hooks"
 seed = 20261105
+
+# Every run the same: no crash replays from a cache, no example database carried between runs.
+[cache]
+enabled = false
+
+[generation]
+database = "none"
 
 # Half the unsubscribe requests carry a real token (so 200 is reached), half whatever schemathesis draws.
 [dictionaries.tokens]
@@ -61,7 +69,9 @@ def test_the_intake_keeps_every_promise_of_its_openapi_schema(tmp_path: Path):
         finished = subprocess.run(
             [*SCHEMATHESIS, "--config-file", str(config), "--no-color", "run", f"{server.url}/openapi.json",
              "--checks", "all", "--max-examples", "40", "--workers", "2", "--request-timeout", "20"],
-            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=240,
+            # Run from tmp_path so nothing lands in the repository; the hooks module is found by path.
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            stdout=out, stderr=subprocess.STDOUT, timeout=240,
         )  # fmt: skip
     output = report.read_text()
     assert finished.returncode == 0, output[-6000:]
