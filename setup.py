@@ -42,6 +42,8 @@ setup(
             "trustme>=1.1",
             # Property-based tests of the send window (any instant, any IANA zone, across DST changes).
             "hypothesis>=6.100",
+            # The intake's OpenAPI contract test (its CLI, every check); 4.x config and check names.
+            "schemathesis>=4.32,<5",
             "psycopg2-binary>=2.9",
             f"dagster-postgres=={DAGSTER_LIBS}",
         ],

@@ -74,13 +74,14 @@ def run_banner(settings: Settings, host: str, port: int, dagster_port: int) -> s
     """What `xmas run` prints once it has started: where things are and how to post a signup."""
     base = f"http://{host}:{port}"
     curl = SIGNUP_CURL.format(base=base).replace("\n", "\n  ")
+    database = sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)
     use_home = ""
     if settings.home != PROJECT_ROOT / ".xmas":  # `xmas contact` & co. must read this state, not .xmas/
         exports = f"XMAS_HOME={settings.home}" + (f" XMAS_DAY_SECONDS={settings.day_seconds}" if settings.day_seconds != 86400 else "")
         found = " (`make demo`'s are found without it while it runs)" if settings.home == DEMO_HOME else ""
         use_home = f"\nFor `xmas` commands in another terminal: export {exports}{found}"
     return f"""
-xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {settings.database_url})
+xmas_pipeline is starting ({settings.crm} CRM, {settings.mailer} mailer, database {database})
   intake   {base}   (API docs: {base}/docs, health: {base}/healthz)
   dagster  http://{host}:{dagster_port}   (ready in ~15 s; signup_sensor and delivery_schedule run by default)
   outbox   {settings.outbox_dir}
@@ -93,8 +94,12 @@ Email 1 lands in the outbox within ~30 s. Ctrl-C stops everything.{use_home}
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlalchemy as sa
+
+    from xmas_pipeline.settings import private_dir
     from xmas_pipeline.store.db import engine_for
 
+    private_dir(settings.home)  # 0700: the database, the secret and the outbox hold personal data
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     dagster_yaml = settings.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():
@@ -102,7 +107,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)
     engine_for(settings.database_url)  # create the tables before either process races to do it
 
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "XMAS_HOME": str(settings.home)}
+    # The unsubscribe secret (generated once into its 0600 file) reaches Dagster as an environment
+    # variable, so its resource holds an EnvVar: the UI and run config show the name, never the value.
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "XMAS_HOME": str(settings.home),
+        "XMAS_UNSUBSCRIBE_SECRET": settings.unsubscribe_secret,
+    }
     bin_dir = Path(sys.executable).parent
     intake = [sys.executable, "-m", "uvicorn", "--factory", "xmas_pipeline.web.app:create_app",
               "--host", args.host, "--port", str(args.port), "--log-level", "warning"]

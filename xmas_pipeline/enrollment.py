@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import sqlalchemy as sa
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 
 from xmas_pipeline.campaign.clock import wall_now
 from xmas_pipeline.campaign.journey import ExitReason, Journey, Trigger
@@ -46,6 +46,14 @@ EVENT_BODY = TypeAdapter(JourneyEventBody)
 
 class BadEvent(ValueError):
     """The event can never be processed as it is (it would fail the same way on every retry)."""
+
+
+# Failures that would repeat identically on every retry: the event goes dead at once, with the reason.
+NEVER_SUCCEEDS = (BadEvent, OverflowError)
+
+
+# Failures that would repeat identically on every retry: the event goes dead at once, with the reason.
+NEVER_SUCCEEDS = (BadEvent, OverflowError)
 
 
 @dataclass
@@ -81,7 +89,7 @@ def enroll_events(
         except Exception as exc:  # noqa: BLE001 - any failure of one event must not sink the batch
             status = inbound.mark_failed(
                 ctx.engine, event.id, f"{type(exc).__name__}: {exc}", wall_now(),
-                max_attempts=1 if isinstance(exc, BadEvent) else max_attempts,
+                max_attempts=1 if isinstance(exc, NEVER_SUCCEEDS) else max_attempts,
             )
             report.failed.append({"event_id": event.id, "email": event.email, "error": str(exc), "status": status})
             log.warning("event %s (%s) failed, now %s: %s", event.id, event.email, status, exc)
@@ -95,10 +103,14 @@ def enroll_events(
 
 
 def _payload(event: sa.Row, model: type[BaseModel] | TypeAdapter):
+    # Judged against the time it arrived, as the intake judged it: the verdict never changes later.
+    context = {"now": event.received_at}
     try:
         data = json.loads(event.payload)
-        return model.validate_python(data) if isinstance(model, TypeAdapter) else model.model_validate(data)
-    except (ValueError, ValidationError) as exc:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data, context=context)
+        return model.model_validate(data, context=context)
+    except ValueError as exc:  # a ValidationError, or stored JSON that does not parse
         raise BadEvent(f"payload cannot be processed: {exc}") from exc
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Literal, Mapping
 
@@ -18,6 +20,9 @@ DEFAULT_CAMPAIGNS_DIR = Path(__file__).resolve().parent / "campaign" / "files"
 DEFAULT_CAMPAIGN_FILE = DEFAULT_CAMPAIGNS_DIR / "christmas-2026.yaml"  # the nurture alone (tests, one-journey setups)
 NOTION_API_URL = "https://api.notion.com"
 RESEND_API_URL = "https://api.resend.com"
+UNSUBSCRIBE_SECRET_FILE = "unsubscribe.secret"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -58,6 +63,10 @@ class Settings(BaseModel):
     cal_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     unsubscribe_secret: str
+    # Where unsubscribe_secret was read from; None when it came from XMAS_UNSUBSCRIBE_SECRET.
+    unsubscribe_secret_file: Path | None = None
+    # Peers whose X-Forwarded-For is believed (XMAS_TRUSTED_PROXIES); empty: the TCP peer is the client.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @field_validator("public_url", "notion_api_url", "resend_api_url")
     @classmethod
@@ -107,20 +116,76 @@ FIELD_ENV = {
     "claim_lease_s": "XMAS_CLAIM_LEASE_SECONDS", "crm": "XMAS_CRM", "notion_rate": "XMAS_NOTION_RATE",
     "notion_retry_base_s": "XMAS_NOTION_RETRY_BASE", "mailer": "XMAS_MAILER", "smtp_tls": "XMAS_SMTP_TLS",
     "smtp_port": "XMAS_SMTP_PORT", "public_url": "XMAS_PUBLIC_URL", "delivery_cron": "XMAS_DELIVERY_CRON",
+    "trusted_proxies": "XMAS_TRUSTED_PROXIES",
 }
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) for its owner only (0700); an existing folder is left as it is."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def tighten(path: Path) -> None:
+    """Take group and other access away from a file that holds secrets or personal data (0600)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) and mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def read_secret_file(path: Path) -> str:
+    """The secret kept in ``path``, made 0600 if an older version left it readable to others."""
+    value = path.read_text().strip()
+    if not value:
+        raise SettingsError(
+            f"{path} is empty. Delete it to generate a new secret (links already sent stop working) "
+            "or set the variable it stands for."
+        )
+    tighten(path)
+    return value
+
+
 def _secret_file(home: Path, name: str) -> str:
-    """A per-installation random secret kept in XMAS_HOME, so links survive restarts without setup."""
+    """A per-installation random secret kept in XMAS_HOME (0600 in a 0700 folder), so links survive restarts."""
     path = home / name
     if path.exists():
-        return path.read_text().strip()
-    home.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(value)
-    os.replace(tmp, path)
-    return path.read_text().strip()
+        return read_secret_file(path)
+    private_dir(home)
+    tmp = home / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # never replaces: when two processes race, both keep the first one's secret
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return read_secret_file(path)
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"XMAS_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 127.0.0.1)"
+            ) from None
+    return tuple(networks)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,7 +243,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "webhook_secret": get("XMAS_WEBHOOK_SECRET"),
         "cal_secret": get("XMAS_CAL_SECRET"),
         "public_url": get("XMAS_PUBLIC_URL"),
-        "unsubscribe_secret": get("XMAS_UNSUBSCRIBE_SECRET") or _secret_file(home, "unsubscribe.secret"),
+        "unsubscribe_secret": get("XMAS_UNSUBSCRIBE_SECRET") or _secret_file(home, UNSUBSCRIBE_SECRET_FILE),
+        "unsubscribe_secret_file": None if get("XMAS_UNSUBSCRIBE_SECRET") else home / UNSUBSCRIBE_SECRET_FILE,
+        "trusted_proxies": _networks(get("XMAS_TRUSTED_PROXIES") or ""),
     }
     try:
         return Settings(**{k: v for k, v in values.items() if v is not None})

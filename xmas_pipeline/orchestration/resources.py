@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+import sqlalchemy as sa
 
 from xmas_pipeline.backends import delivery_context
 from xmas_pipeline.campaign.journey import Journeys
 from xmas_pipeline.delivery import DeliveryContext
-from xmas_pipeline.settings import Settings, load_settings
+from xmas_pipeline.settings import UNSUBSCRIBE_SECRET_FILE, Settings, load_settings, read_secret_file
 from xmas_pipeline.store.db import engine_for
 
 
 class XmasResource(dg.ConfigurableResource):
     """Where the campaign keeps its state and which CRM and mailer it talks to (see README: Configuration).
 
-    Fields hold environment variable names' values; secrets arrive as ``dg.EnvVar`` so the UI never shows them.
+    Fields hold environment variable names' values; secrets arrive as ``dg.EnvVar`` so the UI, run config
+    and logs show the variable's name, never its value. The unsubscribe secret is either an ``EnvVar``
+    (``xmas run`` exports it) or left out, and then read at run time from its 0600 file in ``home``.
     """
 
     home: str
@@ -43,7 +47,7 @@ class XmasResource(dg.ConfigurableResource):
     resend_api_key: Optional[str] = None
     resend_api_url: Optional[str] = None
     public_url: str = "http://127.0.0.1:8000"
-    unsubscribe_secret: str
+    unsubscribe_secret: Optional[str] = None
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets_from_env: bool = False) -> "XmasResource":
@@ -60,6 +64,11 @@ class XmasResource(dg.ConfigurableResource):
             ]:
                 if values[field] is not None:
                     values[field] = dg.EnvVar(var)
+            if sa.engine.make_url(settings.database_url).password is not None:
+                values["database_url"] = dg.EnvVar("XMAS_DATABASE_URL")  # a URL with a password is a secret
+            values["unsubscribe_secret"] = (
+                None if settings.unsubscribe_secret_file is not None else dg.EnvVar("XMAS_UNSUBSCRIBE_SECRET")
+            )
         return cls(**values)
 
     def settings(self) -> Settings:
@@ -68,6 +77,9 @@ class XmasResource(dg.ConfigurableResource):
             from xmas_pipeline.campaign.clock import parse_instant
 
             fields["now"] = parse_instant(fields["now"])
+        if not fields.get("unsubscribe_secret"):
+            secret_file = Path(self.home) / UNSUBSCRIBE_SECRET_FILE
+            fields.update(unsubscribe_secret=read_secret_file(secret_file), unsubscribe_secret_file=secret_file)
         return Settings(**fields)
 
     def _as_config_dict(self) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -25,23 +27,55 @@ def _on_sqlite_connect(dbapi_conn, _record) -> None:
 
 
 def engine_for(url: str) -> sa.Engine:
-    """One engine per URL per process, with the schema created or upgraded on first use."""
+    """One engine per URL per process, with the schema created or upgraded on first use.
+
+    ``hide_parameters``: an error's message names the statement but never its values (emails,
+    payloads), so logging a database error never copies personal data into the log.
+    """
     with _lock:
         engine = _engines.get(url)
         if engine is None:
             if url.startswith("sqlite"):
                 path = sa.engine.make_url(url).database
-                if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                if path and path != ":memory:" and not path.startswith("file:"):
+                    _private_sqlite_file(Path(path))
+                engine = sa.create_engine(
+                    url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+                )
                 sa.event.listen(engine, "connect", _on_sqlite_connect)
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True)
+                engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
             _engines[url] = engine
         if url not in _ready:
             upgrade_schema(engine)
             _ready.add(url)
         return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database holds personal data: its file is 0600 in a folder made 0700 when we create it.
+
+    SQLite gives its -wal and -shm files the main file's mode, so creating the main file first (an
+    empty file is an empty database) covers them; files an older version left readable are tightened.
+    """
+    if not path.parent.is_dir():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(mode=0o700)
+            os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            mode = name.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode) and mode & 0o077:
+            os.chmod(name, 0o600)
 
 
 def upgrade_schema(engine: sa.Engine) -> None:

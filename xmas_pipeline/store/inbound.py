@@ -261,3 +261,11 @@ def depth(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(inbound_events.c.status, sa.func.count()).group_by(inbound_events.c.status)).all()
     return {status: count for status, count in rows}
+
+
+def payload_of(engine: sa.Engine, event_id: int) -> str | None:
+    """The stored JSON text of one event (the intake compares a repeated idempotency key's body with it)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(inbound_events.c.payload).where(inbound_events.c.id == event_id)
+        ).scalar_one_or_none()

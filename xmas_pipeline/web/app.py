@@ -15,33 +15,42 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI
 from pydantic import ValidationError
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from xmas_pipeline.campaign.models import SignupPayload
 from xmas_pipeline.campaign.tokens import verify_unsubscribe_token
 from xmas_pipeline.settings import Settings, load_settings
 from xmas_pipeline.store.db import engine_for
-from xmas_pipeline.store.inbound import NewEvent, depth
+from xmas_pipeline.store.inbound import NewEvent, depth, payload_of
 from xmas_pipeline.store.ledger import record_provider_event
 from xmas_pipeline.store.mirror import email_for_sequence
 from xmas_pipeline.store.suppressions import suppress
+from xmas_pipeline.web import openapi as docs
+from xmas_pipeline.web.security import (
+    CALLER_KEY,
+    MAX_CALLER_KEY,
+    caller_key,
+    client_ip,
+    is_json,
+    redact_access_logs,
+    verify_signature,
+    webhook_verifiers,
+)
 from xmas_pipeline.web.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-MAX_IDEMPOTENCY_KEY = 400  # the width of inbound_events.idempotency_key
 HARD_BOUNCE_TYPES = {"permanent"}  # Resend's data.bounce.type; a missing type is treated as hard too
 
 
 SIGNUP_PATH = "/webhook/christmas-signup"
 SIGNUP_HEADERS = (
-    b"content-length", b"idempotency-key", b"x-forwarded-for", b"user-agent",
+    b"content-length", b"content-type", b"idempotency-key", b"x-forwarded-for", b"user-agent",
     b"webhook-id", b"webhook-timestamp", b"webhook-signature",
 )  # fmt: skip
 
@@ -107,52 +116,58 @@ async def read_body(request: Request, limit: int = MAX_BODY, declared: str | Non
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def client_ip(request: Request, forwarded: str | None) -> str | None:
-    """The first X-Forwarded-For hop (set by our proxy), else the TCP peer."""
-    if forwarded:
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first[:64]
-    return request.client.host if request.client else None
-
-
 def error_detail(exc: ValidationError, prefix: str = "body") -> list[dict[str, Any]]:
     """Pydantic errors in FastAPI's shape, every bad field at once (no input echoed back)."""
     return [{"loc": [prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json", headers=headers)
 
 
-def _webhooks(secrets: str, variable: str) -> list[Webhook]:
-    """One verifier per secret; several (space or comma separated) let the sender rotate keys."""
-    verifiers = []
-    for secret in secrets.replace(",", " ").split():
-        try:
-            verifiers.append(Webhook(secret))
-        except Exception as exc:
-            raise ValueError(f"{variable} must be whsec_ followed by base64; got an unusable value ({exc})") from exc
-    return verifiers
+RETRY_LATER = {"Retry-After": str(docs.RETRY_AFTER_S)}
+NOT_JSON_BODY = b'{"error":"Content-Type must be application/json (charset utf-8 allowed)"}'
+TOO_LARGE_BODY = b'{"error":"body larger than %d bytes"}' % MAX_BODY
+KEY_REUSED_BODY = (
+    b'{"error":"this idempotency key was already used with a different body; nothing was stored. '
+    b'Send a new key for a new signup, or the same body to retry"}'
+)
 
 
-def verify_signature(verifiers: list[Webhook], body: bytes, headers: dict[str, str]) -> str | None:
-    """None when any secret verifies the Standard Webhooks signature, else the reason it failed."""
-    reason = "missing signature headers"
-    for verifier in verifiers:
-        try:
-            verifier.verify(body, headers, json_parse=False)
-            return None
-        except WebhookVerificationError as exc:
-            reason = str(exc)
-        except (ValueError, UnicodeDecodeError):  # a malformed signature entry or a non-UTF-8 body
-            reason = "malformed signature"
-    return reason
+def not_json() -> Response:
+    return Response(NOT_JSON_BODY, status_code=415, media_type="application/json")
+
+
+def too_large() -> Response:
+    return Response(TOO_LARGE_BODY, status_code=413, media_type="application/json")
+
+
+def key_reused() -> Response:
+    return Response(KEY_REUSED_BODY, status_code=409, media_type="application/json")
+
+
+def unavailable(exc: BaseException, what: str) -> Response:
+    """503 with Retry-After; the log names the cause, never the request's token, SQL or parameters."""
+    log.warning("%s: the database is unavailable (%s)", what, failure_reason(exc))
+    return Response(
+        b"Temporarily unavailable; nothing changed. Please try again in a minute.\n",
+        status_code=503,
+        media_type="text/plain",
+        headers={"Retry-After": str(docs.RETRY_AFTER_S)},
+    )
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The driver's one-line message (SQLAlchemy's own text would add the statement), else the type."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0][:200]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 def not_found() -> Response:
     """The one answer for every bad, forged or unknown token: nothing to tell them apart."""
     return Response(b"Not found\n", status_code=404, media_type="text/plain")
+
 
 CONFIRM_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
@@ -177,10 +192,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     clock = settings.clock
     campaign_name = settings.journeys().home.name
-    signup_verifiers = _webhooks(settings.webhook_secret, "XMAS_WEBHOOK_SECRET") if settings.webhook_secret else []
-    resend_verifiers = (
-        _webhooks(settings.resend_webhook_secret, "RESEND_WEBHOOK_SECRET") if settings.resend_webhook_secret else []
+    signup_verifiers = (
+        webhook_verifiers(settings.webhook_secret, "XMAS_WEBHOOK_SECRET") if settings.webhook_secret else []
     )
+    resend_verifiers = (
+        webhook_verifiers(settings.resend_webhook_secret, "RESEND_WEBHOOK_SECRET")
+        if settings.resend_webhook_secret
+        else []
+    )
+    trusted_proxies = settings.trusted_proxies
+    redact_access_logs()
 
     def engine() -> sa.Engine:
         # engine_for is a dict lookup once the schema is current; a database that was down is retried.
@@ -208,15 +229,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.writer = writer
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, _exc: Exception) -> Response:
+        # Starlette's Allow names only the first route matching the path; /u/{token} has two (GET, POST).
+        allowed = sorted(
+            {m for r in app.router.routes if isinstance(r, Route) and r.path_regex.match(request.url.path)
+             for m in (r.methods or ())}
+        )  # fmt: skip
+        return _json(405, {"detail": "Method Not Allowed"}, {"Allow": ", ".join(allowed)})
+
     # --- the website's signup webhook ---------------------------------------------------------
 
     async def signup(request: Request) -> Response:
         """Validate a signup and answer 202 once it is committed to the inbound queue."""
         headers = pick_headers(request, SIGNUP_HEADERS)
+        if not is_json(headers.get("content-type")):
+            return not_json()
         try:
             body = await read_body(request, declared=headers.get("content-length", ""))
         except BodyTooLarge:
-            return _json(413, {"error": f"body larger than {MAX_BODY} bytes"})
+            return too_large()
         except ClientDisconnect:
             return Response(status_code=400)
         if signup_verifiers:
@@ -225,19 +257,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return _json(401, {"error": f"invalid webhook signature: {failure}"})
 
         errors: list[dict[str, Any]] = []
-        key = headers.get("idempotency-key")
-        if key is not None:
-            key = key.strip()
-            if not key or len(key) > MAX_IDEMPOTENCY_KEY:
-                errors.append(
-                    {
-                        "loc": ["header", "idempotency-key"],
-                        "msg": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                        "type": "value_error",
-                    }
-                )
+        # The caller's own idempotency key: the signed webhook-id when signatures are on (a replay is a
+        # duplicate whatever other headers say), else the optional Idempotency-Key header.
+        key_header = "webhook-id" if signup_verifiers else "idempotency-key"
+        key = headers.get(key_header)
+        if key is not None and not CALLER_KEY.fullmatch(key):
+            errors.append(
+                {
+                    "loc": ["header", key_header],
+                    "msg": f"must be 1 to {MAX_CALLER_KEY} visible ASCII characters, without spaces",
+                    "type": "value_error",
+                }
+            )
+        now = clock.now()
         try:
-            payload = SignupPayload.model_validate_json(body)
+            payload = SignupPayload.model_validate_json(body, context={"now": now})
         except ValidationError as exc:
             errors.extend(error_detail(exc))
         if errors:
@@ -256,24 +290,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             received["email"] = email
         event = NewEvent(
-            idempotency_key=key or f"{email}|{campaign_name}",
+            idempotency_key=(
+                f"{email}|{campaign_name}"
+                if key is None
+                else caller_key("webhook" if signup_verifiers else "idem", email, key)
+            ),
             kind="signup",
             email=email,
             payload=stored,  # type: ignore[arg-type]  # a str is the payload's JSON text
-            received_at=clock.now(),
-            client_ip=client_ip(request, headers.get("x-forwarded-for")),
+            received_at=now,
+            client_ip=client_ip(
+                request.client.host if request.client else None, headers.get("x-forwarded-for"), trusted_proxies
+            ),
             user_agent=headers.get("user-agent"),
         )
         try:
             enqueued = await writer.submit(event)
+            if enqueued.duplicate and key is not None:
+                # The caller's key promises "same request": a different body under it is a mistake to
+                # report, never a signup to drop silently.
+                if not await run_in_threadpool(same_payload, enqueued.event_id, received):
+                    return key_reused()
         except Exception as exc:  # noqa: BLE001 - the sender retries on 5xx; nothing was committed
-            log.warning("signup not stored: %s", exc)
-            return _json(503, {"error": "the signup could not be stored; retry later"})
+            log.warning("signup not stored: %s", failure_reason(exc))
+            return _json(503, {"error": "the signup could not be stored; retry later"}, RETRY_LATER)
         return Response(
             b'{"event_id":%d,"duplicate":%s}' % (enqueued.event_id, b"true" if enqueued.duplicate else b"false"),
             status_code=202,
             media_type="application/json",
         )
+
+    def same_payload(event_id: int, received: dict[str, Any]) -> bool:
+        stored = payload_of(engine(), event_id)
+        return stored is not None and json.loads(stored) == received
 
     # The handler reads the raw bytes itself: the signature covers exactly those bytes and must be
     # checked before any parsing (401 before 422). The body schema is declared through openapi_extra
@@ -290,35 +339,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "required": True,
                 "content": {"application/json": {"schema": SignupPayload.model_json_schema()}},
             },
-            "parameters": [
-                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
-                {"name": "webhook-id", "in": "header", "required": False, "schema": {"type": "string"}},
-                {"name": "webhook-timestamp", "in": "header", "required": False, "schema": {"type": "string"}},
-                {"name": "webhook-signature", "in": "header", "required": False, "schema": {"type": "string"}},
-            ],
+            "parameters": docs.SIGNUP_PARAMETERS,
         },
-        responses={
-            202: {"description": "Stored: `{event_id, duplicate}`"},
-            401: {"description": "Missing or invalid signature"},
-            413: {"description": "Body over 64 KiB"},
-            422: {"description": "Invalid JSON or fields: `{detail: [{loc, msg, type}, ...]}`"},
-            503: {"description": "The database is unavailable; retry"},
-        },
+        responses=docs.SIGNUP_RESPONSES,
     )
 
     # --- health ---------------------------------------------------------------------------------
 
-    @app.get("/healthz", summary="Database reachability and inbound queue depth")
+    @app.get("/healthz", summary="Whether the intake can take signups, and the inbound queue depth",
+             responses=docs.HEALTH_RESPONSES)  # fmt: skip
     def healthz() -> JSONResponse:
-        """Whether the database answers, and how many inbound events sit in each status."""
+        """``ok``, or ``degraded`` naming the dependency that failed (never a host, port or credential)."""
         try:
-            queue = depth(engine())
+            queue, database = depth(engine()), "ok"
         except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
-            message = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-            return JSONResponse({"status": "degraded", "database": message, "queue": {}}, status_code=503)
-        status = "ok" if writer.alive else "degraded"
+            log.warning("health check: the database is unavailable (%s)", failure_reason(exc))
+            queue, database = {}, "unavailable"
+        up = database == "ok" and writer.alive
         return JSONResponse(
-            {"status": status, "database": "ok", "queue": queue}, status_code=200 if writer.alive else 503
+            {
+                "status": "ok" if up else "degraded",
+                "database": database,
+                "writer": "ok" if writer.alive else "stopped",
+                "queue": queue,
+            },
+            status_code=200 if up else 503,
         )
 
     # --- RFC 8058 unsubscribe -------------------------------------------------------------------
@@ -327,19 +372,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key = verify_unsubscribe_token(settings.unsubscribe_secret, token)
         return None if key is None else email_for_sequence(engine(), key)
 
-    @app.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe confirmation page")
-    async def unsubscribe_page(token: str) -> Response:
+    # The token is read from path_params (not a typed parameter), so FastAPI documents no 422 that
+    # cannot happen; the parameter is declared for the schema by hand.
+    async def unsubscribe_page(request: Request) -> Response:
         """A page with a button; GET never unsubscribes (link scanners follow GETs)."""
-        if await run_in_threadpool(email_for_token, token) is None:
+        try:
+            email = await run_in_threadpool(email_for_token, request.path_params["token"])
+        except Exception as exc:  # noqa: BLE001 - a database outage is a 503, never a 500
+            return unavailable(exc, "unsubscribe page")
+        if email is None:
             return not_found()
         return HTMLResponse(
             CONFIRM_PAGE.format(campaign=html.escape(campaign_name)), headers={"Cache-Control": "no-store"}
         )
 
-    @app.post("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe (RFC 8058 one-click or the page)")
-    async def unsubscribe(token: str, request: Request) -> Response:
-        """Suppress the address behind the token; 200 with a short body, never a redirect."""
-        email = await run_in_threadpool(email_for_token, token)
+    async def unsubscribe(request: Request) -> Response:
+        """Suppress the address behind the token; 200 with a short body, never a redirect.
+
+        Mail clients retry a one-click POST that failed, so a database outage answers 503 with
+        Retry-After (and nothing changed) rather than an error that would lose the unsubscribe.
+        """
+        token = request.path_params["token"]
+        try:
+            email = await run_in_threadpool(email_for_token, token)
+        except Exception as exc:  # noqa: BLE001
+            return unavailable(exc, "unsubscribe")
         if email is None:
             return not_found()
         source = "unsubscribe page"
@@ -352,20 +409,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     source = "one-click"
             except Exception:  # noqa: BLE001 - a malformed form still carries a valid token
                 pass
-        await run_in_threadpool(suppress, engine(), email, "unsubscribed", source, clock.now())
+        try:
+            await run_in_threadpool(suppress, engine(), email, "unsubscribed", source, clock.now())
+        except Exception as exc:  # noqa: BLE001
+            return unavailable(exc, "unsubscribe")
         return HTMLResponse(DONE_PAGE)
+
+    app.add_api_route(
+        "/u/{token}", unsubscribe_page, methods=["GET"], summary="Unsubscribe confirmation page",
+        responses=docs.UNSUBSCRIBE_PAGE_RESPONSES, openapi_extra={"parameters": [docs.TOKEN_PARAMETER]},
+    )  # fmt: skip
+    app.add_api_route(
+        "/u/{token}", unsubscribe, methods=["POST"], summary="Unsubscribe (RFC 8058 one-click or the page)",
+        responses=docs.UNSUBSCRIBE_RESPONSES,
+        openapi_extra={"parameters": [docs.TOKEN_PARAMETER], "requestBody": docs.UNSUBSCRIBE_BODY},
+    )  # fmt: skip
 
     # --- Resend (Svix-signed) delivery events ---------------------------------------------------
 
-    @app.post("/webhook/resend", summary="Resend delivery events (Svix signed with RESEND_WEBHOOK_SECRET)")
+    @app.post("/webhook/resend", summary="Resend delivery events (Svix signed with RESEND_WEBHOOK_SECRET)",
+              responses=docs.RESEND_RESPONSES, openapi_extra={"requestBody": docs.RESEND_BODY})  # fmt: skip
     async def resend_webhook(request: Request) -> Response:
         """Record delivered/bounced/complained on the ledger; hard bounces and complaints suppress."""
         if not resend_verifiers:
-            return _json(503, {"error": "RESEND_WEBHOOK_SECRET not configured"})
+            return _json(503, {"error": "RESEND_WEBHOOK_SECRET not configured"}, RETRY_LATER)
+        if not is_json(request.headers.get("content-type")):
+            return not_json()
         try:
             body = await read_body(request)
         except BodyTooLarge:
-            return _json(413, {"error": f"body larger than {MAX_BODY} bytes"})
+            return too_large()
         h = request.headers
         svix_headers = {
             "webhook-id": h.get("svix-id", ""),
@@ -413,7 +486,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     suppressed.append(address.strip().lower())
             return {"event": name, "recorded": known is not None, "suppressed": suppressed}
 
-        return _json(200, await run_in_threadpool(apply))
+        try:
+            return _json(200, await run_in_threadpool(apply))
+        except Exception as exc:  # noqa: BLE001 - Resend retries a 5xx; a 500 would say we broke
+            log.warning("resend event not recorded: the database is unavailable (%s)", failure_reason(exc))
+            return _json(503, {"error": "the event could not be recorded; retry later"}, RETRY_LATER)
 
     return app
 

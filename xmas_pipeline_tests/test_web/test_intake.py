@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from xmas_pipeline.campaign.loader import load_campaign
 from xmas_pipeline.campaign.tokens import sequence_key, unsubscribe_token
 from xmas_pipeline.settings import Settings
 from xmas_pipeline.store.db import engine_for
@@ -39,6 +38,9 @@ SIGNUP = {
 }
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def fresh_secret() -> str:
     """A throwaway Standard Webhooks secret, made fresh for each run."""
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -47,10 +49,15 @@ def fresh_secret() -> str:
 def signed_headers(
     secret: str, body: bytes, msg_id: str = "msg_1", at: dt.datetime | None = None, prefix: str = "webhook"
 ) -> dict[str, str]:
-    """Standard Webhooks headers (``prefix="svix"`` for Resend's names) signing ``body`` at ``at``."""
+    """Standard Webhooks headers (``prefix="svix"`` for Resend's names) signing ``body`` at ``at``, and its JSON type."""
     at = at or dt.datetime.now(dt.timezone.utc)
     signature = Webhook(secret).sign(msg_id, at, body.decode())
-    return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(int(at.timestamp())), f"{prefix}-signature": signature}
+    return {
+        **JSON,
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(int(at.timestamp())),
+        f"{prefix}-signature": signature,
+    }
 
 
 def rows(settings: Settings, table: sa.Table) -> list[sa.Row]:
@@ -84,7 +91,7 @@ def test_signup_is_stored_and_answered_202(client_for):
     response = client.post(
         SIGNUP_PATH,
         content=json.dumps(body),
-        headers={"User-Agent": "site/1.0", "X-Forwarded-For": "203.0.113.7, 10.0.0.1"},
+        headers={**JSON, "User-Agent": "site/1.0", "X-Forwarded-For": "203.0.113.7, 10.0.0.1"},
     )
     assert response.status_code == 202
     event_id = response.json()["event_id"]
@@ -94,7 +101,8 @@ def test_signup_is_stored_and_answered_202(client_for):
     assert row.id == event_id and row.status == "pending" and row.kind == "signup"
     assert row.email == "sarah.lee@example.com"
     assert row.idempotency_key == f"sarah.lee@example.com|{settings.journeys().home.name}"
-    assert row.client_ip == "203.0.113.7" and row.user_agent == "site/1.0"
+    assert row.client_ip == "testclient"  # the peer: X-Forwarded-For counts only from trusted proxies
+    assert row.user_agent == "site/1.0"
     assert row.received_at == settings.clock.now()  # the injected (pinned) clock
     stored = json.loads(row.payload)
     # the object as received, unknown fields kept, email lower-cased
@@ -119,12 +127,10 @@ def test_duplicate_by_email_and_campaign(client_for):
 def test_duplicate_by_idempotency_key_header(client_for):
     client, settings = client_for()
     first = client.post(SIGNUP_PATH, json=SIGNUP, headers={"Idempotency-Key": "site-42"}).json()
-    again = client.post(
-        SIGNUP_PATH, json={**SIGNUP, "email": "other@example.com"}, headers={"Idempotency-Key": "site-42"}
-    )
+    again = client.post(SIGNUP_PATH, json=SIGNUP, headers={"Idempotency-Key": "site-42"})
     assert again.status_code == 202 and again.json() == {"event_id": first["event_id"], "duplicate": True}
     [row] = rows(settings, inbound_events)
-    assert row.idempotency_key == "site-42"
+    assert row.idempotency_key == "idem:sarah.lee@example.com|site-42"
 
 
 def test_invalid_fields_are_all_named_and_nothing_is_written(client_for):
@@ -144,7 +150,7 @@ def test_missing_fields_and_bad_json_are_422(client_for):
     missing = client.post(SIGNUP_PATH, json={"business_name": "x"})
     assert missing.status_code == 422
     assert {tuple(i["loc"]) for i in missing.json()["detail"]} == {("body", "email"), ("body", "first_name")}
-    broken = client.post(SIGNUP_PATH, content=b'{"email": ')
+    broken = client.post(SIGNUP_PATH, content=b'{"email": ', headers=JSON)
     assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
     assert client.post(SIGNUP_PATH, json=[SIGNUP]).status_code == 422
     assert rows(settings, inbound_events) == []
@@ -153,13 +159,13 @@ def test_missing_fields_and_bad_json_are_422(client_for):
 def test_body_over_64_kib_is_413(client_for):
     client, settings = client_for()
     big = json.dumps({**SIGNUP, "notes": "x" * MAX_BODY}).encode()
-    assert client.post(SIGNUP_PATH, content=big).status_code == 413
+    assert client.post(SIGNUP_PATH, content=big, headers=JSON).status_code == 413
 
     def chunks():  # no Content-Length: the limit must hold on the bytes actually read
         yield big[: MAX_BODY // 2]
         yield big[MAX_BODY // 2 :]
 
-    assert client.post(SIGNUP_PATH, content=chunks()).status_code == 413
+    assert client.post(SIGNUP_PATH, content=chunks(), headers=JSON).status_code == 413
     assert rows(settings, inbound_events) == []
 
 
@@ -217,7 +223,7 @@ def test_bad_signatures_are_401_and_nothing_is_written(client_for, case):
     client, settings = client_for(XMAS_WEBHOOK_SECRET=secret)
     body = json.dumps(SIGNUP).encode()
     headers = {
-        "unsigned": {},
+        "unsigned": JSON,
         "wrong secret": signed_headers(fresh_secret(), body),
         "tampered body": signed_headers(secret, body.replace(b"Sarah", b"Mallory")),
         "old timestamp": signed_headers(secret, body, at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=6)),
@@ -237,7 +243,7 @@ def test_healthz_reports_queue_depth(client_for):
     client.post(SIGNUP_PATH, json=SIGNUP)
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "queue": {"pending": 1}}
+    assert response.json() == {"status": "ok", "database": "ok", "writer": "ok", "queue": {"pending": 1}}
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(make_settings, tmp_path):
@@ -247,7 +253,8 @@ def test_healthz_is_503_when_the_database_is_unreachable(make_settings, tmp_path
     with TestClient(create_app(settings)) as client:
         response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.json()["status"] == "degraded" and response.json()["database"] != "ok"
+        assert response.json() == {"status": "degraded", "database": "unavailable", "writer": "ok", "queue": {}}
+        assert "not-a-dir" not in response.text  # no paths, hosts or ports for whoever asks
         assert client.post(SIGNUP_PATH, json=SIGNUP).status_code == 503
 
 
@@ -396,7 +403,7 @@ def test_resend_bad_signature_is_401(client_for):
     body = resend_event("email.bounced", "Permanent")
     forged = signed_headers(fresh_secret(), body, prefix="svix")
     assert client.post("/webhook/resend", content=body, headers=forged).status_code == 401
-    assert client.post("/webhook/resend", content=body).status_code == 401
+    assert client.post("/webhook/resend", content=body, headers=JSON).status_code == 401
     assert rows(settings, suppressions) == [] and rows(settings, deliveries)[0].event is None
 
 
