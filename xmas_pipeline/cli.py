@@ -72,6 +72,8 @@ curl -sS -X POST {base}/webhook/christmas-signup -H 'Content-Type: application/j
 
 def run_banner(settings: Settings, host: str, port: int, dagster_port: int) -> str:
     """What `xmas run` prints once it has started: where things are and how to post a signup."""
+    import sqlalchemy as sa
+
     base = f"http://{host}:{port}"
     curl = SIGNUP_CURL.format(base=base).replace("\n", "\n  ")
     database = sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)

@@ -134,6 +134,13 @@ class DaemonSim:
         return [e for r in self.results for e in r.get_asset_check_evaluations() if e.check_name == name]
 
 
+def definitions_for(settings: Settings) -> dg.Definitions:
+    """The real definitions, with the resource holding the test's values instead of environment variables."""
+    from xmas_pipeline.definitions import build_definitions
+
+    return build_definitions(settings, resource=XmasResource.from_settings(settings))
+
+
 def _plain(run_config) -> dict:
     if run_config is None:
         return {}

@@ -26,7 +26,7 @@ from xmas_pipeline.store import inbound
 from xmas_pipeline.store.db import engine_for
 from xmas_pipeline.store.schema import deliveries, inbound_events, sequences
 from xmas_pipeline_tests.conftest import free_port
-from xmas_pipeline_tests.daemon import DaemonSim
+from xmas_pipeline_tests.daemon import DaemonSim, definitions_for
 
 SIGNUPS = 3000
 CONNECTIONS = 64
@@ -77,7 +77,7 @@ def test_every_signup_from_a_four_worker_intake_is_enrolled_once(intake, setting
                     answers.append(status)
 
     chunks = [range(c, SIGNUPS, CONNECTIONS) for c in range(CONNECTIONS)]
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     with dg.instance_for_test() as instance, ThreadPoolExecutor(CONNECTIONS) as pool:
         daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()))
         posting = [pool.submit(post, chunk) for chunk in chunks]

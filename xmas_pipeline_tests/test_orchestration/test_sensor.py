@@ -19,7 +19,7 @@ from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.store import inbound
 from xmas_pipeline.store.db import engine_for
 from xmas_pipeline.store.schema import inbound_events
-from xmas_pipeline_tests.daemon import DaemonSim
+from xmas_pipeline_tests.daemon import DaemonSim, definitions_for
 from xmas_pipeline_tests.test_delivery.helpers import signup
 
 
@@ -64,7 +64,7 @@ def test_a_queued_or_running_run_is_waiting_not_an_attempt(settings, make_settin
     """Runs held in the queue for 15 minutes of wall time: no retry, no attempt, no dead event."""
     engine = engine_for(settings.database_url)
     ids = [signup(settings, f"q{i}@example.com") for i in range(250)]
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()), hold=True)
     wall = dt.datetime.now(dt.timezone.utc)
     monkeypatch.setattr(sensors, "wall_now", lambda: wall)
@@ -85,7 +85,7 @@ def test_a_queued_or_running_run_is_waiting_not_an_attempt(settings, make_settin
 def test_runs_canceled_before_they_started_are_requeued_not_counted(settings, make_settings, instance):
     engine = engine_for(settings.database_url)
     signup(settings, "c@example.com")
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()), hold=True)
     at = settings.clock.now()
     for attempt in range(3):
@@ -102,7 +102,7 @@ def test_runs_canceled_before_they_started_are_requeued_not_counted(settings, ma
 def test_a_failed_run_is_an_attempt_and_its_events_come_back_batched(settings, make_settings, instance, monkeypatch):
     engine = engine_for(settings.database_url)
     ids = [signup(settings, f"f{i}@example.com") for i in range(3)]
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()), hold=True)
     at = settings.clock.now()
     daemon.tick(at)
@@ -130,7 +130,7 @@ def test_an_insert_committed_out_of_id_order_is_still_enrolled(settings, make_se
     if not database_url.startswith("postgres"):
         pytest.skip("SQLite serializes writers: ids are commit order there")
     engine = engine_for(settings.database_url)
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()))
     now = settings.clock.now()
     slow = engine.connect()
@@ -165,7 +165,7 @@ def test_schedule_asks_for_todays_partition_when_a_step_is_due(make_settings, in
     assert schedule.cron_schedule == "*/15 * * * *" and schedule.execution_timezone == "America/Toronto"
 
 
-def test_definitions_load_with_the_defaults(settings):
+def test_definitions_load_with_the_defaults(settings, instance):
     defs = build_definitions(settings)
     assert {k.to_user_string() for a in defs.resolve_asset_graph().assets_defs for k in a.keys} >= {
         "contacts", "sequences", "templates", "emails_due", "deliveries"

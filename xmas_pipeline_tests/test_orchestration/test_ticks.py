@@ -22,7 +22,7 @@ from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.store import ledger
 from xmas_pipeline.store.db import engine_for, reset_for_tests
 from xmas_pipeline.web.app import create_app
-from xmas_pipeline_tests.daemon import DaemonSim
+from xmas_pipeline_tests.daemon import DaemonSim, definitions_for
 
 TZ = ZoneInfo("America/Toronto")
 TICK = dt.timedelta(minutes=15)
@@ -78,7 +78,7 @@ def database_url(tmp_path) -> str:
 
 @pytest.fixture
 def sim(settings, make_settings):
-    defs = build_definitions(settings)
+    defs = definitions_for(settings)
     with dg.instance_for_test() as instance:  # persistent, as schedules need (an ephemeral one has no ref)
         yield DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()))
 
