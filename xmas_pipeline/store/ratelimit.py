@@ -23,7 +23,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,6 +42,11 @@ class RateBudgetUnavailable(RuntimeError):
 def bucket_name(kind: str, secret: str) -> str:
     """A bucket per integration, named without storing its secret (a hash prefix tells them apart)."""
     return f"{kind}:{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+
+
+class Slot(NamedTuple):
+    at: float  # when the call may go (epoch seconds on the bucket's clock)
+    wait: float  # seconds from the reservation until then (0 or less: go now)
 
 
 class SharedRateBudget:
@@ -74,20 +79,20 @@ class SharedRateBudget:
 
     def acquire(self) -> None:
         """Wait for this caller's slot (raises RateBudgetUnavailable when the database cannot be reached)."""
-        wait = self.reserve()
+        wait = self.reserve().wait
         with self._lock:
             self.calls += 1
             self.waited_s += max(wait, 0.0)
         if wait > 0:
             self._sleep(wait)
 
-    def reserve(self) -> float:
-        """Take the next slot; returns the seconds until it starts (0 or less: go now)."""
+    def reserve(self) -> Slot:
+        """Take the next slot of the shared schedule (without waiting for it)."""
         with self._transaction() as conn:
             next_free, now = self._locked(conn)
             slot = max(now, next_free - self.tolerance)
             self._store(conn, max(next_free, slot) + self.interval)
-        return slot - now
+        return Slot(at=slot, wait=slot - now)
 
     def pause(self, seconds: float) -> None:
         """The provider said "slow down" (429 + Retry-After): nobody in the deployment calls before then."""
