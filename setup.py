@@ -46,6 +46,8 @@ setup(
             "schemathesis>=4.32,<5",
             "psycopg2-binary>=2.9",
             f"dagster-postgres=={DAGSTER_LIBS}",
+            # The browser test drives Debian's chromium (no `playwright install`: its download is not needed).
+            "playwright>=1.49,<2",
         ],
     },
     entry_points={"console_scripts": ["xmas=xmas_pipeline.cli:main"]},

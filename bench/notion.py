@@ -15,10 +15,16 @@ Where calls go, read from the emulator's request history:
   run, Dagster's default) every batch pays them;
 * per email: the write-back, one ``pages.update`` of the sequence page (delivery's share, kept apart).
 
-    .venv/bin/python bench/notion.py [--signups 200] [--batch 100] [--rate 3] [--cold]
+Then the two at once, as a deployment runs them: two days later an enrollment run (``--concurrent-signups``
+new signups, a fresh process) and a delivery run (``xmas send-due``: email 2 for everyone enrolled above,
+and its write-back) start together, each in its own process with its own notion-client, against the same
+emulator limit of 3 requests/s for the integration as a whole. They share one budget through the local
+database (store/ratelimit.py); ``concurrent_rate_limited`` counts the 429s the emulator answered them.
 
-Targets: calls_per_signup <= 2, calls_per_email <= 1, rate_limited == 0, budget_use >= 0.9. The last
-line printed is JSON.
+    .venv/bin/python bench/notion.py [--signups 200] [--batch 100] [--rate 3] [--cold] [--concurrent-signups 60]
+
+Targets: calls_per_signup <= 2, calls_per_email <= 1, rate_limited == 0, budget_use >= 0.9,
+concurrent_rate_limited == 0. The last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import argparse
 import collections
 import datetime as dt
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,12 +53,14 @@ from xmas_pipeline_tests.fakes.notion import NotionEmulator  # noqa: E402
 from xmas_pipeline_tests.fakes.notion_setup import data_source, xmas_databases  # noqa: E402
 
 PINNED_NOW = "2026-11-05T10:00:00-05:00"
+TWO_DAYS_LATER = "2026-11-07T12:00:00-05:00"  # email 2 (day offset 2) is due for the first signups
+REPO = Path(__file__).resolve().parent.parent
 PER_RUN = ("databases.retrieve", "data_sources.retrieve", "data_sources.query")
 
 
-def signups(count: int, received_at: dt.datetime) -> list[inbound.NewEvent]:
+def signups(count: int, received_at: dt.datetime, first: int = 0) -> list[inbound.NewEvent]:
     events = []
-    for i in range(count):
+    for i in range(first, first + count):
         email = f"lead{i:04d}@example.com"
         payload = {
             "email": email, "first_name": f"Lead {i}", "business_name": f"Shop {i}",
@@ -68,13 +78,64 @@ def page_id(path: str) -> str:
     return path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
 
+def enroll_worker(first: int, last: int, batch: int) -> None:
+    """The concurrent enrollment run, in its own process (fresh caches, its own notion-client)."""
+    settings = load_settings()
+    ids = list(range(first, last + 1))
+    calls = rate_limited = enrolled = 0
+    for start in range(0, len(ids), batch):
+        ctx = delivery_context(settings)
+        report = enroll_events(ctx, ids[start:start + batch])
+        enrolled += len(report.enrolled)
+        calls += sum(ctx.crm.api.calls.values())
+        rate_limited += ctx.crm.api.rate_limited
+        if report.failed or report.delivery.failed or report.delivery.crm_errors:
+            print(f"  enrollment failures: {report.failed[:3]} {report.delivery.failed[:3]} {report.delivery.crm_errors}")
+    print(json.dumps({"enrolled": enrolled, "calls": calls, "rate_limited": rate_limited}), flush=True)
+
+
+def concurrent_runs(env: dict[str, str], emulator: NotionEmulator, engine, count: int, first: int, batch: int) -> dict:
+    """An enrollment run and a delivery run at the same time, two processes against one Notion limit."""
+    env = {**os.environ, **env, "XMAS_NOW": TWO_DAYS_LATER, "PYTHONPATH": str(REPO)}
+    later = load_settings(env).clock.now()
+    new_ids = [e.event_id for e in inbound.enqueue_many(engine, signups(count, later, first=first))]
+    emulator.reset_counts()
+    started = time.monotonic()
+    enrolling = subprocess.Popen(
+        [sys.executable, __file__, "--enroll-worker", f"{new_ids[0]}-{new_ids[-1]}", "--batch", str(batch)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    delivering = subprocess.Popen([sys.executable, "-m", "xmas_pipeline.cli", "send-due"],
+                                  env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    delivery_out, _ = delivering.communicate(timeout=3600)
+    delivery_done = time.monotonic() - started
+    enroll_out, _ = enrolling.communicate(timeout=3600)
+    wall = time.monotonic() - started
+    if enrolling.returncode or delivering.returncode:
+        raise SystemExit(f"a concurrent run failed:\n{enroll_out}\n{delivery_out}")
+    enrolled = json.loads(enroll_out.strip().splitlines()[-1])
+    total = emulator.total_requests
+    print(f"concurrent: enrollment of {enrolled['enrolled']} signups ({enrolled['calls']} Notion calls) and "
+          f"delivery `{delivery_out.strip().splitlines()[-1]}` in two processes, {wall:.1f} s "
+          f"(delivery done after {delivery_done:.1f} s)")
+    print(f"concurrent: {total} Notion requests = {total / wall:.3f} req/s of {emulator.rate_limit:g} for the "
+          f"integration; busiest second {emulator.busiest(1.0)} requests; 429s answered: {emulator.rate_limited}")
+    return {"concurrent_rate_limited": emulator.rate_limited, "concurrent_requests": total,
+            "concurrent_budget_use": round(total / wall / emulator.rate_limit, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signups", type=int, default=200)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=float, default=3.0, help="the emulator's limit and our budget (req/s)")
     parser.add_argument("--cold", action="store_true", help="clear the per-process caches before each batch")
+    parser.add_argument("--concurrent-signups", type=int, default=60,
+                        help="signups the enrollment run enrolls while the delivery run sends email 2")
+    parser.add_argument("--enroll-worker", metavar="FIRST-LAST", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.enroll_worker:
+        first, last = map(int, args.enroll_worker.split("-"))
+        return enroll_worker(first, last, args.batch)
 
     with tempfile.TemporaryDirectory(prefix="xmas-bench-notion-") as home, \
             NotionEmulator(rate_limit=None, retry_after=1, seed=7) as emulator:
@@ -147,14 +208,16 @@ def main() -> None:
         print(f"429s: {emulator.rate_limited} answered by the emulator, {caller_429} seen by our callers "
               f"(their calls: {dict(sorted(caller_calls.items()))})")
         print(f"budget: {total} requests / {wall:.1f} s = {achieved:.3f} req/s of {args.rate:g} -> use {budget_use:.3f}")
-        print(json.dumps({
+        figures = {
             "calls_per_signup": round(calls_per_signup, 3),
             "calls_per_email": round(calls_per_email, 3),
             "rate_limited": emulator.rate_limited,
             "budget_use": round(budget_use, 3),
             "fixed_calls": per_run,
             "marginal_calls_per_signup": round(marginal, 3),
-        }))
+        }
+        figures.update(concurrent_runs(env, emulator, engine, args.concurrent_signups, args.signups, args.batch))
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from xmas_pipeline.campaign.journey import Journey
 from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord, SequenceUpdate, TemplateRecord
 from xmas_pipeline.campaign.tokens import sequence_key
 from xmas_pipeline.crm.base import SchemaProblem
-from xmas_pipeline.crm.notion_api import NotionCaller, budget_for, make_client
+from xmas_pipeline.crm.notion_api import NotionCaller, make_client, notion_budget
 from xmas_pipeline.crm.notion_schema import Prop, mapping
 
 MAX_TEXT = 2000  # Notion's limit per rich-text item
@@ -109,7 +109,7 @@ class NotionCRM:
     @classmethod
     def from_settings(cls, settings, campaign: Journey, sleep: Callable[[float], None] | None = None) -> "NotionCRM":
         client = make_client(settings.notion_token, settings.notion_api_url)
-        caller = NotionCaller(client, budget_for(settings.notion_token, settings.notion_rate),
+        caller = NotionCaller(client, notion_budget(settings),
                               retry_base_s=settings.notion_retry_base_s)
         if sleep is not None:
             caller.sleep = sleep

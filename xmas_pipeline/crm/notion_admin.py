@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from xmas_pipeline.crm.notion import NotionCRM
-from xmas_pipeline.crm.notion_api import NotionCaller, budget_for, make_client
+from xmas_pipeline.crm.notion_api import NotionCaller, make_client, notion_budget
 from xmas_pipeline.crm.notion_schema import SEQUENCE_TITLE, Prop, mapping
 
 TITLES = {"contacts": "Contacts", "sequences": "Email Sequences", "templates": "Email Templates"}
@@ -64,8 +64,7 @@ def cmd_init(args: argparse.Namespace, settings) -> int:
         print("xmas notion init needs NOTION_TOKEN (an internal integration's secret)", file=sys.stderr)
         return 2
     campaign = settings.journeys().home
-    caller = NotionCaller(make_client(settings.notion_token, settings.notion_api_url),
-                          budget_for(settings.notion_token, settings.notion_rate))
+    caller = NotionCaller(make_client(settings.notion_token, settings.notion_api_url), notion_budget(settings))
     ids = init_databases(caller, args.parent_page, campaign.notion_properties, campaign.name)
     print("Created the three databases. Export these, then run `xmas notion check`:")
     for database, db_id in ids.items():

@@ -1,7 +1,11 @@
-"""Calling Notion: one rate budget per process, and retries for everything that is safe to repeat.
+"""Calling Notion: one rate budget for the whole deployment, and retries for everything that is safe to repeat.
 
+Every call (reads, creates, updates, the delivery write-back, `xmas notion` commands) takes a slot of
+the integration's budget kept in the local database (store/ratelimit.py), so concurrent enrollment and
+delivery runs, in as many processes as Dagster launches, together stay inside Notion's ~3 requests/s.
 notion-client 3.1 retries 429 itself but not 5xx on POST, not 529 and not timeouts; we turn its
-retries off so this module is the one place that decides (and honours ``Retry-After``).
+retries off so this module is the one place that decides (and honours ``Retry-After``, which pauses
+the whole deployment's budget, not just the caller).
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import httpx
 from notion_client import Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
+
+from xmas_pipeline.store.db import engine_for
+from xmas_pipeline.store.ratelimit import SharedRateBudget, bucket_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,8 +35,14 @@ class NotionUnavailable(RuntimeError):
     """Notion kept failing after every retry; nothing is lost, the run can be retried."""
 
 
+class Budget(Protocol):
+    def acquire(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
 class RateBudget:
-    """A token bucket: at most ``rate`` calls per second on average, shared by every caller in the process."""
+    """A token bucket inside one process (emulator setup, unit tests); runs use ``notion_budget``."""
 
     def __init__(self, rate: float, burst: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -56,17 +69,25 @@ class RateBudget:
             self.waited_s += wait
             self._sleep(wait)
 
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._tokens = min(self._tokens, 1 - seconds * self.rate)
 
-_budgets: dict[tuple[str, float], RateBudget] = {}
+
+_budgets: dict[tuple[str, str, float], SharedRateBudget] = {}
 _budgets_lock = threading.Lock()
 
 
-def budget_for(token: str, rate: float) -> RateBudget:
-    """One budget per integration token and rate in this process: concurrent runs share it."""
+def notion_budget(settings) -> SharedRateBudget:
+    """The deployment's budget for this integration token, shared through the local database.
+
+    One object per (database, token, rate) in a process, so its counters cover every caller here.
+    """
+    key = (settings.database_url, settings.notion_token or "", settings.notion_rate)
     with _budgets_lock:
-        key = (token, rate)
         if key not in _budgets:
-            _budgets[key] = RateBudget(rate)
+            _budgets[key] = SharedRateBudget(engine_for(settings.database_url),
+                                             bucket_name("notion", settings.notion_token or ""), settings.notion_rate)
         return _budgets[key]
 
 
@@ -92,7 +113,7 @@ def retryable(exc: BaseException) -> bool:
 class NotionCaller:
     """Runs API calls inside the rate budget, retrying failures that are safe to repeat."""
 
-    def __init__(self, client: Client, budget: RateBudget, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, client: Client, budget: Budget, sleep: Callable[[float], None] = time.sleep,
                  max_attempts: int = MAX_ATTEMPTS, retry_base_s: float = 0.5):
         self.client = client
         self.retry_base_s = retry_base_s
@@ -110,6 +131,8 @@ class NotionCaller:
             after = _retry_after(exc)
             if after is not None:
                 delay = after + random.uniform(0, 0.25)
+                if exc.status == 429:
+                    self.budget.pause(after)  # every process waits it out, not only this caller
         log.info("Notion call failed (%s); retrying in %.2f s", exc, delay)
         self.sleep(delay)
 

@@ -203,3 +203,12 @@ sync_cursors = sa.Table(
     sa.Column("name", sa.String(80), primary_key=True),
     sa.Column("value", sa.String(80)),
 )
+
+# Rate budgets shared by every process of a deployment (store/ratelimit.py): one row per external
+# API account; next_free is the epoch second from which the next call may go.
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("next_free", sa.Float, nullable=False),
+)

@@ -18,6 +18,11 @@ down is chosen here and documented where it is implemented:
 - Supported property types: title, rich_text, email, url, phone_number, number, checkbox, select,
   status, multi_select, date, created_time, last_edited_time. Others are rejected with a clear 400.
 
+Rate limit: like Notion's, it belongs to the integration, and the emulator serves one integration (one
+token), so ``rate_limit`` is one budget shared by every client, connection and process that talks to it.
+``rate_limited`` counts the 429s it answered, ``throttled`` those the limit itself caused (not injected),
+and ``request_times`` / ``busiest()`` show the arrival rate the limit saw.
+
 Standalone: ``python -m xmas_pipeline_tests.fakes.notion --port 8700 [--rate-limit 3]``.
 """
 
@@ -333,8 +338,9 @@ class NotionEmulator:
         self.token = token
         self.host = host
         self.port = port
-        # Requests per second per token (token bucket); None = unlimited. The bucket holds
-        # `rate_burst` tokens (default: one second's worth, at least 1) so short bursts pass like on Notion.
+        # Requests per second for the integration, across all clients (token bucket); None = unlimited.
+        # The bucket holds `rate_burst` tokens (default: one second's worth, at least 1) so short
+        # bursts pass like on Notion.
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
         self.retry_after = retry_after  # seconds advertised in Retry-After on every 429
@@ -351,6 +357,8 @@ class NotionEmulator:
 
         self.counts: collections.Counter[str] = collections.Counter()
         self.rate_limited = 0  # 429 answers sent (rate limit or injected)
+        self.throttled = 0  # 429 answers caused by rate_limit itself
+        self.request_times: list[float] = []  # time.monotonic() of every request's arrival
         self.history: list[tuple[str, str, int]] = []  # (endpoint, "METHOD /path", status or 0 if dropped)
 
         self._lock = threading.RLock()
@@ -408,11 +416,24 @@ class NotionEmulator:
         with self._lock:
             self.counts.clear()
             self.rate_limited = 0
+            self.throttled = 0
+            self.request_times.clear()
             self.history.clear()
 
     @property
     def total_requests(self) -> int:
         return sum(self.counts.values())
+
+    def busiest(self, window_s: float = 1.0) -> int:
+        """The most requests that arrived within any ``window_s`` seconds (all clients together)."""
+        with self._lock:
+            times = sorted(self.request_times)
+        most, first = 0, 0
+        for last, stamp in enumerate(times):
+            while stamp - times[first] >= window_s:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def fail_next(self, *faults: int | str, after_write: bool = False) -> None:
         """Queue deterministic faults for the next requests: HTTP statuses, or ``DROP`` ("drop").
@@ -1313,6 +1334,7 @@ class NotionEmulator:
         endpoint, handler_name, params = self._route(method, path)
         with self._lock:
             self.counts[endpoint] += 1
+            self.request_times.append(time.monotonic())
         if self.delay_s:
             time.sleep(self.delay_s)
         try:
@@ -1328,6 +1350,7 @@ class NotionEmulator:
                     raise _validation(f"Notion-Version header failed validation: Notion-Version header should be "
                                       f"one of {list(SUPPORTED_VERSIONS)}, instead was `{_js(version)}`.")
                 if not self._take_token(self.token):
+                    self.throttled += 1
                     raise NotionError(429, "rate_limited",
                                       "You have been rate limited. Please try again in a few minutes.")
                 fault = self._next_fault(endpoint)
@@ -1440,7 +1463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8700, help="0 picks a free port")
     parser.add_argument("--token", default=DEFAULT_TOKEN)
-    parser.add_argument("--rate-limit", type=float, default=None, help="requests/s per token (default unlimited)")
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests/s for all clients together (default unlimited)")
     parser.add_argument("--retry-after", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="log every request")
