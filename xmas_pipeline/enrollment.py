@@ -258,7 +258,7 @@ def on_signup(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) -> 
         due = _start(
             ctx, event, journey, contact, report,
             trigger_at=profile.email_1_sent_at or event.received_at,
-            profile=stored, segment=segment, scores=scores, timezone=getattr(profile, "timezone", None),
+            profile=stored, segment=segment, scores=scores, timezone=profile.timezone,
             consent=("express", f"assessment signup webhook (event {event.id})"),
             sent_elsewhere=profile.email_1_sent_at,
         )

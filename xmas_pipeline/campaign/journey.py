@@ -25,8 +25,6 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 import re
-import zoneinfo
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -45,32 +43,10 @@ from pydantic import (
 )
 
 from xmas_pipeline.campaign.models import Sender
+from xmas_pipeline.campaign.zones import validate_timezone
 from xmas_pipeline.campaign.windows import SendWindow
 
 # ---------------------------------------------------------------------------------------------- time zones
-
-
-@lru_cache(maxsize=1)
-def _zone_names() -> dict[str, str]:
-    # Region/City names (and UTC); bare abbreviations such as EST carry no DST rules for a place.
-    names = {n for n in zoneinfo.available_timezones() if "/" in n or n == "UTC"}
-    return {n.lower(): n for n in names}
-
-
-def validate_timezone(name: str) -> str:
-    """An IANA time zone name such as ``America/Toronto``, spelled canonically; ValueError otherwise.
-
-    Case is forgiven (``america/toronto``); offsets (``-05:00``), abbreviations (``EST``) and paths are not.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("a time zone is required: an IANA name such as America/Toronto")
-    found = _zone_names().get(name.strip().lower())
-    if found is None:
-        raise ValueError(
-            f"{name!r} is not an IANA time zone; use a Region/City name such as America/Toronto "
-            "or Europe/London (browsers give it as Intl.DateTimeFormat().resolvedOptions().timeZone)"
-        )
-    return found
 
 
 # ----------------------------------------------------------------------------------------------- durations

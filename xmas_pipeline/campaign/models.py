@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from xmas_pipeline.campaign.clock import parse_instant
+from xmas_pipeline.campaign.zones import validate_timezone
 
 
 class Segment(str, enum.Enum):
@@ -146,6 +147,12 @@ class SignupPayload(BaseModel):
     weakest_system_1: Name | None = None
     weakest_system_2: Name | None = None
     revenue_leak_total: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e12)] | None = None
+    timezone: Annotated[str, AfterValidator(validate_timezone)] | None = Field(
+        default=None,
+        description="The lead's IANA time zone (e.g. America/Vancouver; browsers give "
+        "Intl.DateTimeFormat().resolvedOptions().timeZone): follow-ups go inside the send window there.",
+        max_length=64,
+    )
     email_1_sent_at: dt.datetime | None = Field(
         default=None,
         description=(

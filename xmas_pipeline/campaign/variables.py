@@ -238,6 +238,8 @@ SAMPLE_SIGNUPS = {
     "full signup, OPTIMIZE": {**FULL_SIGNUP, "red_systems": 0, "orange_systems": 1, "yellow_systems": 3, "green_systems": 4,
                               "assessment_score": 81, "weakest_system_1": "Marketing"},
     "partial signup (score and two counts)": {**MINIMAL_SIGNUP, "red_systems": 2, "orange_systems": 1, "assessment_score": 48},
+    # A contact first met through a booking, a call outcome or a payment may have no name at all.
+    "contact known only by email (from a booking or payment)": {"email": "lead@example.com"},
 }
 
 

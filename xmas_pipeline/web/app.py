@@ -14,14 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from xmas_pipeline.campaign.models import SignupPayload
+from xmas_pipeline.campaign.models import JourneyEventBody, SignupPayload
 from xmas_pipeline.campaign.tokens import verify_unsubscribe_token
 from xmas_pipeline.settings import Settings, load_settings
 from xmas_pipeline.store.db import engine_for
@@ -30,6 +30,14 @@ from xmas_pipeline.store.ledger import record_provider_event
 from xmas_pipeline.store.mirror import email_for_sequence
 from xmas_pipeline.store.suppressions import suppress
 from xmas_pipeline.web import openapi as docs
+from xmas_pipeline.web.calcom import (
+    SIGNATURE_HEADER as CAL_SIGNATURE,
+    CalPayloadError,
+    Ignored,
+    interpret,
+    parse_cal_webhook,
+    verify_cal_signature,
+)
 from xmas_pipeline.web.security import (
     CALLER_KEY,
     MAX_CALLER_KEY,
@@ -424,6 +432,116 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=docs.UNSUBSCRIBE_RESPONSES,
         openapi_extra={"parameters": [docs.TOKEN_PARAMETER], "requestBody": docs.UNSUBSCRIBE_BODY},
     )  # fmt: skip
+
+    # --- Cal.com bookings and other journey events -----------------------------------------------
+
+    async def enqueue_or_503(events: list[NewEvent], what: str):
+        try:
+            return [await writer.submit(e) for e in events], None
+        except Exception as exc:  # noqa: BLE001 - the sender retries on 5xx; nothing was committed
+            log.warning("%s not stored: %s", what, failure_reason(exc))
+            return None, _json(503, {"error": f"the {what} could not be stored; retry later"}, RETRY_LATER)
+
+    @app.post("/webhook/cal", status_code=202, responses=docs.CAL_RESPONSES,
+              summary="Cal.com bookings (x-cal-signature-256 with XMAS_CAL_SECRET): reminders, no-shows, exits",
+              openapi_extra={"parameters": docs.CAL_PARAMETERS, "requestBody": docs.CAL_BODY})  # fmt: skip
+    async def cal_webhook(request: Request) -> Response:
+        """Store each booking event Cal.com sends, once; the signup sensor acts on it (2xx only after commit)."""
+        if not settings.cal_secret:
+            return _json(503, {"error": "XMAS_CAL_SECRET not configured: set it to the Cal.com webhook's secret"},
+                         RETRY_LATER)
+        if not is_json(request.headers.get("content-type")):
+            return not_json()
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return too_large()
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if not verify_cal_signature(settings.cal_secret, body, request.headers.get(CAL_SIGNATURE)):
+            return _json(401, {"error": f"missing or invalid {CAL_SIGNATURE}"})
+        try:
+            meaning = interpret(parse_cal_webhook(body))
+        except CalPayloadError as exc:
+            return _json(400, {"error": str(exc)[:500]})
+        if isinstance(meaning, Ignored):
+            return _json(200, {"ignored": meaning.reason[:200]})
+        now = clock.now()
+        events = [
+            NewEvent(
+                idempotency_key=e.dedupe_key[:400], kind=e.kind, email=e.email,
+                payload={"kind": e.kind, "email": e.email, "booking_uid": e.booking_uid,
+                         "event_at": e.event_at.isoformat() if e.event_at else None,
+                         "attendee_timezone": e.attendee_timezone, "name": e.name,
+                         "previous_booking_uid": e.previous_booking_uid,
+                         "occurred_at": e.occurred_at.isoformat() if e.occurred_at else None},
+                received_at=now, client_ip=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"),
+            )
+            for e in meaning
+        ]
+        stored, failed = await enqueue_or_503(events, "booking")
+        if failed is not None:
+            return failed
+        return _json(202, {"events": [{"event_id": s.event_id, "kind": e.kind, "duplicate": s.duplicate}
+                                      for s, e in zip(stored, events)]})
+
+    journey_event = TypeAdapter(JourneyEventBody)
+
+    @app.post("/webhook/event", status_code=202, responses=docs.EVENT_RESPONSES,
+              summary="A call outcome or a payment (Standard Webhooks signed when XMAS_WEBHOOK_SECRET is set)",
+              openapi_extra={"parameters": docs.SIGNUP_PARAMETERS, "requestBody": {
+                  "required": True, "content": {"application/json": {"schema": journey_event.json_schema()}}}})  # fmt: skip
+    async def event_webhook(request: Request) -> Response:
+        """`call_outcome` maybe starts the post-call follow-up; a `payment` with status paid starts onboarding."""
+        headers = pick_headers(request, SIGNUP_HEADERS)
+        if not is_json(headers.get("content-type")):
+            return not_json()
+        try:
+            body = await read_body(request, declared=headers.get("content-length", ""))
+        except BodyTooLarge:
+            return too_large()
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if signup_verifiers:
+            failure = verify_signature(signup_verifiers, body, headers)
+            if failure is not None:
+                return _json(401, {"error": f"invalid webhook signature: {failure}"})
+        errors: list[dict[str, Any]] = []
+        key_header = "webhook-id" if signup_verifiers else "idempotency-key"
+        key = headers.get(key_header)
+        if key is not None and not CALLER_KEY.fullmatch(key):
+            errors.append({"loc": ["header", key_header], "type": "value_error",
+                           "msg": f"must be 1 to {MAX_CALLER_KEY} visible ASCII characters, without spaces"})
+        try:
+            parsed = journey_event.validate_json(body)
+        except ValidationError as exc:
+            errors.extend(error_detail(exc))
+        if errors:
+            return _json(422, {"detail": errors})
+        email = str(parsed.email).lower()
+        received = {**json.loads(body), "email": email}
+        natural = (f"{parsed.type}|{email}|{parsed.outcome}" if parsed.type == "call_outcome"
+                   else f"{parsed.type}|{email}|{parsed.paid_at.isoformat()}|{parsed.status}|{parsed.amount}")
+        event = NewEvent(
+            idempotency_key=natural if key is None else caller_key("webhook" if signup_verifiers else "idem", email, key),
+            kind="journey_event", email=email, payload=received, received_at=clock.now(),
+            client_ip=client_ip(request.client.host if request.client else None, headers.get("x-forwarded-for"),
+                                trusted_proxies),
+            user_agent=headers.get("user-agent"),
+        )
+        stored, failed = await enqueue_or_503([event], "event")
+        if failed is not None:
+            return failed
+        (enqueued,) = stored
+        if enqueued.duplicate and key is not None:
+            try:
+                same = await run_in_threadpool(same_payload, enqueued.event_id, received)
+            except Exception as exc:  # noqa: BLE001
+                return unavailable(exc, "event")
+            if not same:
+                return key_reused()
+        return _json(202, {"event_id": enqueued.event_id, "duplicate": enqueued.duplicate})
 
     # --- Resend (Svix-signed) delivery events ---------------------------------------------------
 

@@ -162,3 +162,54 @@ RESEND_BODY = {
         }
     },
 }
+
+STORED_EVENTS = _object(
+    {
+        "events": {
+            "type": "array",
+            "items": _object({"event_id": {"type": "integer"}, "kind": {"type": "string"}, "duplicate": {"type": "boolean"}}),
+        }
+    }
+)
+CAL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: json_answer("A trigger no journey uses (PING, BOOKING_REQUESTED, ...): nothing stored", _object({"ignored": {"type": "string"}})),
+    202: json_answer("Stored durably, one event per person it concerns (`duplicate: true`: a replay, nothing new)",
+                     STORED_EVENTS),
+    400: json_answer("Not a Cal.com webhook we can act on (no booking uid, attendee or start time)", ERROR),
+    401: json_answer("Missing or invalid x-cal-signature-256", ERROR),
+    413: json_answer("Body over 64 KiB", ERROR),
+    415: json_answer("Content-Type is not application/json", ERROR),
+    503: json_answer("XMAS_CAL_SECRET is not configured, or the database is unavailable; retry", ERROR,
+                     headers=RETRY_AFTER),
+}
+CAL_PARAMETERS = [
+    {
+        "name": "x-cal-signature-256",
+        "in": "header",
+        "required": False,
+        "description": "Lowercase hex HMAC-SHA256 of the raw body with the webhook's secret (XMAS_CAL_SECRET).",
+        "schema": {"type": "string"},
+    }
+]
+CAL_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["triggerEvent"],
+                "properties": {"triggerEvent": {"type": "string"}, "createdAt": {"type": "string"},
+                               "payload": {"type": "object"}},
+            }
+        }
+    },
+}
+EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: json_answer("Stored durably (`duplicate: true`: already stored, nothing new); retrying is safe", ACCEPTED),
+    401: json_answer("Signatures are on and this one is missing, invalid or older than 5 minutes", ERROR),
+    409: json_answer("This idempotency key was already used with a different body; nothing was stored", ERROR),
+    413: json_answer("Body over 64 KiB", ERROR),
+    415: json_answer("Content-Type is not application/json (charset utf-8 is allowed)", ERROR),
+    422: json_answer("Unknown type, invalid JSON or fields, every problem listed; nothing was stored", INVALID),
+    503: json_answer("The database is unavailable; nothing was stored, retry later", ERROR, headers=RETRY_AFTER),
+}

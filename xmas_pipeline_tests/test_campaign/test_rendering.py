@@ -61,14 +61,14 @@ def test_empty_part_is_refused(part):
 
 
 def test_html_in_a_name_is_escaped_in_html_but_not_in_text(campaign):
-    t = TemplateSource("e", "Hi {{ first_name }}", "<p>Hi {{ first_name }}</p>", "Hi {{ first_name }}")
+    t = TemplateSource("e", "Hi {{ first_name|default('there') }}", "<p>Hi {{ first_name|default('there') }}</p>", "Hi {{ first_name|default('there') }}")
     out = render(t, variables(campaign, first_name="<script>x</script>"))
     assert "<script>" not in out.html and "&lt;script&gt;" in out.html
     assert out.text == "Hi <script>x</script>"
 
 
 def test_newlines_cannot_reach_the_subject_line(campaign):
-    t = TemplateSource("e", "Hi {{ first_name }}", "<p>x</p>", "x")
+    t = TemplateSource("e", "Hi {{ first_name|default('there') }}", "<p>x</p>", "x")
     out = render(t, variables(campaign, first_name="Ann\r\nBcc: victim@example.com"))
     assert "\r" not in out.subject and "\n" not in out.subject
 
@@ -82,7 +82,7 @@ def test_missing_template_is_named():
 
 def test_a_template_that_prints_what_a_minimal_signup_lacks_is_refused_by_name():
     # What the shipped email 1 used to say to everyone, weakest systems or not.
-    old = TemplateSource("email_1", "Hi {{ first_name }}", "<p>Your two weakest systems are {{ weakest_system_1 }} and {{ weakest_system_2 }}.</p>", "x")
+    old = TemplateSource("email_1", "Hi {{ first_name|default('there') }}", "<p>Your two weakest systems are {{ weakest_system_1 }} and {{ weakest_system_2 }}.</p>", "x")
     [problem] = check_template(old, "email_1")
     assert problem.startswith("template 'email_1': html: weakest_system_1 is unknown for this lead")
     assert "{% if weakest_system_1 is known %}" in problem and "minimal signup (email and first name only)" in problem

@@ -39,7 +39,6 @@ ROUNDS = 2  # per worker: 4 calls a round, plus the schema check
 
 def worker() -> None:
     """One process's share of the load: what an enrollment or a delivery run asks of Notion."""
-    from xmas_pipeline.campaign.loader import load_campaign
     from xmas_pipeline.crm.base import ContactRecord, SequenceRecord, SequenceUpdate
     from xmas_pipeline.crm.notion import NotionCRM
     from xmas_pipeline.crm.notion_api import NotionCaller, RateBudget, make_client
@@ -47,7 +46,7 @@ def worker() -> None:
 
     name, own_budget, rounds = sys.argv[1], sys.argv[2] == "own-budget", int(sys.argv[3])
     settings = load_settings()
-    campaign = load_campaign(settings.campaign_file)
+    campaign = settings.journeys().home
     if own_budget:  # the control: a budget per process, as before the shared one
         caller = NotionCaller(make_client(settings.notion_token, settings.notion_api_url),
                               RateBudget(settings.notion_rate), retry_base_s=settings.notion_retry_base_s)
@@ -227,11 +226,10 @@ def test_an_unreachable_database_refuses_the_call_instead_of_running_unlimited(e
 
 def test_every_notion_call_of_a_run_takes_a_slot_of_the_shared_budget(make_settings, emulator) -> None:
     """Reads, creates and updates of the CRM all go through the database's bucket, and a 429 pauses it."""
-    from xmas_pipeline.campaign.loader import load_campaign
     from xmas_pipeline.crm.base import ContactRecord
     from xmas_pipeline.crm.notion import NotionCRM
     settings = make_settings(**xmas_databases(emulator))
-    crm = NotionCRM.from_settings(settings, load_campaign(settings.campaign_file), sleep=lambda s: None)
+    crm = NotionCRM.from_settings(settings, settings.journeys().home, sleep=lambda s: None)
     assert isinstance(crm.api.budget, SharedRateBudget)
     before = crm.api.budget.calls
     emulator.reset_counts()
