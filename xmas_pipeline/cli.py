@@ -330,6 +330,110 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- xmas preview, test-send -----------------------------------------------------------------------
+
+
+def _journey_and_profile(args: argparse.Namespace, settings: Settings, ctx):
+    """The journey named on the command line, and whose data to render: a real lead's, or a sample's."""
+    from xmas_pipeline.campaign.segments import classify
+    from xmas_pipeline.campaign.tokens import sequence_key
+    from xmas_pipeline.campaign.variables import SAMPLE_SIGNUPS
+    from xmas_pipeline.delivery import profile_of
+    from xmas_pipeline.store import mirror
+
+    wanted = args.journey.strip().lower()
+    journey = next((j for j in ctx.journeys if wanted in (j.name.lower(), j.slug)), None)
+    if journey is None:
+        names = ", ".join(f"{j.slug} ({j.name})" for j in ctx.journeys)
+        raise UsageError(f"no journey {args.journey!r}; the journeys are: {names}")
+    if not 1 <= args.step <= len(journey.steps):
+        raise UsageError(f"{journey.name} has steps 1 to {len(journey.steps)}; got {args.step}")
+    if getattr(args, "email", None):
+        email = args.email.strip().lower()
+        seq = mirror.get_sequence(ctx.engine, sequence_key(email, journey.name))
+        if seq is not None:
+            return journey, email, profile_of(seq), seq["segment"], seq["event_at"], seq["timezone"]
+        contact = mirror.get_contact(ctx.engine, email)
+        if contact is None:
+            raise UsageError(f"no contact {email}; try --segment CRITICAL|URGENT|OPTIMIZE for a sample lead")
+        profile = {"email": email, "first_name": contact.first_name, "business_name": contact.business_name,
+                   "assessment_score": contact.assessment_score}
+        return journey, email, profile, contact.segment, contact.call_date, None
+    segment = (getattr(args, "segment", None) or "CRITICAL").upper()
+    samples = {classify(p.get("red_systems"), p.get("orange_systems")).value: p
+               for label, p in SAMPLE_SIGNUPS.items() if label.startswith("full signup")}
+    if segment not in samples:
+        raise UsageError(f"--segment must be one of {', '.join(samples)}")
+    sample = dict(samples[segment])
+    call = ctx.clock.now() + dt.timedelta(days=3) if journey.has_reminders else None
+    return journey, sample["email"], sample, segment, call, None
+
+
+class UsageError(Exception):
+    """What the person typed cannot work; the message says what would (exit code 2)."""
+
+
+def _fail(message: str) -> int:
+    print(f"xmas: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from xmas_pipeline.backends import delivery_context
+    from xmas_pipeline.campaign.rendering import TemplateError
+    from xmas_pipeline.campaign.tokens import sequence_key
+    from xmas_pipeline.delivery import message_for
+
+    ctx = delivery_context(settings, run_id="preview")
+    journey, email, profile, segment, event_at, tz = _journey_and_profile(args, settings, ctx)
+    try:
+        message = message_for(ctx, journey, args.step, email=email, sequence_key=sequence_key(email, journey.name),
+                              profile=profile, segment=segment, key=f"preview-{journey.slug}-s{args.step}",
+                              event_at=event_at, timezone=tz)
+    except TemplateError as exc:
+        return _fail(f"the template cannot be rendered: {exc}")
+    folder = settings.home / "previews"
+    folder.mkdir(parents=True, exist_ok=True)
+    who = args.email.strip().lower().replace("@", "_at_") if args.email else (args.segment or "CRITICAL").lower()
+    stem = folder / f"{journey.slug}-step{args.step}-{who}"
+    stem.with_suffix(".html").write_text(message.html, encoding="utf-8")
+    stem.with_suffix(".txt").write_text(f"Subject: {message.subject}\n\n{message.text}", encoding="utf-8")
+    _print(f"subject: {message.subject}")
+    _print(f"html:    {stem.with_suffix('.html')}")
+    _print(f"text:    {stem.with_suffix('.txt')}")
+    return 0
+
+
+def cmd_test_send(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+
+    from xmas_pipeline.backends import delivery_context
+    from xmas_pipeline.campaign.rendering import TemplateError
+    from xmas_pipeline.campaign.tokens import sequence_key
+    from xmas_pipeline.delivery import message_for
+    from xmas_pipeline.mail.base import SendError
+
+    ctx = delivery_context(settings, run_id="test-send")
+    journey, _, profile, segment, event_at, tz = _journey_and_profile(args, settings, ctx)
+    to = args.to.strip()
+    try:
+        # A key of its own: a test never collides with (or is deduplicated against) a real send.
+        message = message_for(ctx, journey, args.step, email=to, sequence_key=sequence_key(to, journey.name),
+                              profile=profile, segment=segment, key=f"test-{uuid.uuid4().hex}",
+                              event_at=event_at, timezone=tz, subject_prefix="[TEST] ")
+    except TemplateError as exc:
+        return _fail(f"the template cannot be rendered: {exc}")
+    try:
+        (result,) = ctx.sender.send(message.key, [message])
+    except SendError as exc:
+        return _fail(f"{ctx.sender.name} did not take the test email: {exc}")
+    if not result.ok:
+        return _fail(f"{ctx.sender.name} refused the test email: {result.error}")
+    _print(f"sent a test of {journey.name} step {args.step} to {to} via {ctx.sender.name} (id {result.provider_id}); "
+           "no ledger row, no CRM write")
+    return 0
+
+
 # What a stop shows in the contact's campaign status (Notion "Christmas Campaign Status").
 STOPPED_STATUS = "Stopped"
 
@@ -412,6 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--unsubscribe", action="store_true", help="also suppress the address for good")
     stop.set_defaults(func=cmd_stop)
 
+    preview = sub.add_parser("preview", help="render one step of a journey to HTML and text files (prints the paths)")
+    preview.add_argument("journey", help="journey name or slug, e.g. christmas-2026 or pre-call")
+    preview.add_argument("step", type=int)
+    who = preview.add_mutually_exclusive_group()
+    who.add_argument("--email", help="render with this lead's own data")
+    who.add_argument("--segment", help="render with a sample lead of this segment (default CRITICAL)")
+    preview.set_defaults(func=cmd_preview)
+
+    test_send = sub.add_parser("test-send", help="send one step through the configured mailer, marked [TEST]")
+    test_send.add_argument("journey")
+    test_send.add_argument("step", type=int)
+    test_send.add_argument("--to", required=True, help="where the test goes (nothing is recorded for it)")
+    who = test_send.add_mutually_exclusive_group()
+    who.add_argument("--email", help="render with this lead's own data")
+    who.add_argument("--segment", help="render with a sample lead of this segment (default CRITICAL)")
+    test_send.set_defaults(func=cmd_test_send)
+
     _add_notion_commands(sub)
     return parser
 
@@ -461,6 +582,8 @@ def _main(argv: list[str] | None) -> int:
     except SettingsError as exc:
         print(f"xmas: configuration problem: {exc}", file=sys.stderr)
         return 2
+    except UsageError as exc:
+        return _fail(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,34 +141,61 @@ def _exits_on_booking(ctx: DeliveryContext, due: Due) -> bool:
     return ExitReason.BOOKED_CALL in ctx.journey(due.campaign).exits
 
 
-def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) -> dict:
-    journey = ctx.journey(claim.campaign)
-    name = claim.template or journey.step(claim.step).template
+def profile_of(seq: sa.RowMapping) -> dict:
+    """What the templates know about the lead: the signup as stored, with the sequence's columns as defaults."""
+    profile = json.loads(seq["profile"]) if seq["profile"] else {}
+    for column in ("first_name", "business_name", "assessment_score",
+                   "red_systems", "orange_systems", "yellow_systems", "green_systems"):
+        profile.setdefault(column, seq[column])
+    return profile
+
+
+def message_for(
+    ctx: DeliveryContext,
+    journey: Journey,
+    step: int,
+    *,
+    email: str,
+    sequence_key: str,
+    profile: dict,
+    segment: str | None,
+    key: str,
+    event_at: dt.datetime | None = None,
+    timezone: str | None = None,
+    template_name: str | None = None,
+    subject_prefix: str = "",
+) -> OutgoingMessage:
+    """One step of a journey rendered for one person, with its unsubscribe link and compliance footer."""
+    name = template_name or journey.step(step).template
     template = ctx.templates.get(name)
     if template is None:
-        raise TemplateError(f"template {name!r} for step {claim.step} of {journey.name} does not exist")
-    token = unsubscribe_token(ctx.unsubscribe_secret, claim.sequence_key)
+        raise TemplateError(f"template {name!r} for step {step} of {journey.name} does not exist")
+    token = unsubscribe_token(ctx.unsubscribe_secret, sequence_key)
     unsub = unsubscribe_url(ctx.public_url, token)
-    profile = json.loads(seq["profile"]) if seq["profile"] else {}
-    profile.setdefault("first_name", seq["first_name"])
-    profile.setdefault("business_name", seq["business_name"])
-    profile.setdefault("assessment_score", seq["assessment_score"])
-    for color in ("red", "orange", "yellow", "green"):
-        profile.setdefault(f"{color}_systems", seq[f"{color}_systems"])
     variables = build_variables(
-        profile=profile, segment=seq["segment"], campaign=journey, step=claim.step, now=ctx.clock.now(), unsubscribe_url=unsub
+        profile=profile, segment=segment, campaign=journey, step=step, now=ctx.clock.now(), unsubscribe_url=unsub
     )
-    if seq["event_at"] is not None:  # reminders about a booked call say when it is, in the reader's zone
-        variables.update(call_variables(seq["event_at"], seq["timezone"] or journey.timezone))
+    if event_at is not None:  # reminders about a booked call say when it is, in the reader's zone
+        variables.update(call_variables(event_at, timezone or journey.timezone))
     rendered = render(template, variables)
-    message = compose(
+    if subject_prefix:
+        rendered = dataclasses.replace(rendered, subject=f"{subject_prefix}{rendered.subject}")
+    return compose(
         campaign=journey,
         rendered=rendered,
-        to=claim.email,
+        to=email,
         key=key,
         unsub_url=unsub,
         token=token,
-        tags={"campaign": journey.slug, "step": str(claim.step), "segment": seq["segment"]},
+        tags={"campaign": journey.slug, "step": str(step), "segment": segment or "unknown"},
+    )
+
+
+def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) -> dict:
+    message = message_for(
+        ctx, ctx.journey(claim.campaign), claim.step, email=claim.email, sequence_key=claim.sequence_key,
+        profile=profile_of(seq), segment=seq["segment"], key=key, event_at=seq["event_at"],
+        timezone=seq["timezone"], template_name=claim.template,
     )
     return dataclasses.asdict(message)
 

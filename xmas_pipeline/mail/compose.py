@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 
-from xmas_pipeline.campaign.journey import Journey
+from xmas_pipeline.campaign.journey import Journey, Trigger
 from xmas_pipeline.campaign.rendering import Rendered
 from xmas_pipeline.mail.base import OutgoingMessage
 from xmas_pipeline.mail.message import message_id_for
@@ -14,11 +14,25 @@ def unsubscribe_url(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/u/{token}"
 
 
+# Why this person gets this journey's mail: CASL wants the reader to see how we came to write.
+WHY_YOU = {
+    Trigger.SIGNUP: "you completed our assessment and asked for your results",
+    Trigger.BOOKING_CREATED: "you booked a call with us",
+    Trigger.NO_SHOW: "you booked a call with us",
+    Trigger.CALL_OUTCOME_MAYBE: "you had a call with us",
+    Trigger.PAYMENT_PAID: "you are a client of ours",
+}
+
+
+def _why(campaign: Journey) -> str:
+    return f"You are receiving this because {WHY_YOU[campaign.trigger]} ({campaign.name})."
+
+
 def _footer_text(campaign: Journey, unsub_url: str) -> str:
     sender = campaign.sender
     lines = [
         "--",
-        f"You are receiving this because you completed our assessment and asked for your results ({campaign.name}).",
+        _why(campaign),
         f"{sender.name} · {sender.postal_address}",
     ]
     if sender.website:
@@ -34,7 +48,7 @@ def _footer_html(campaign: Journey, unsub_url: str) -> str:
     return (
         '<hr style="border:none;border-top:1px solid #ddd;margin:32px 0 16px">'
         '<p style="font-size:12px;color:#666;line-height:1.5">'
-        f"You are receiving this because you completed our assessment and asked for your results ({esc(campaign.name)}).<br>"
+        f"{esc(_why(campaign))}<br>"
         f"{esc(sender.name)} · {esc(sender.postal_address)}{website}<br>"
         f'<a href="{esc(unsub_url)}">Unsubscribe</a> with one click, no login needed.'
         "</p>"
