@@ -27,6 +27,7 @@ from xmas_pipeline.campaign.models import BookingEvent, JourneyEventBody, Paymen
 from xmas_pipeline.campaign.names import display_first_name
 from xmas_pipeline.campaign.segments import classify
 from xmas_pipeline.campaign.tokens import sequence_key
+from xmas_pipeline.campaign.records import SEQUENCE_TYPE_OF_TRIGGER
 from xmas_pipeline.crm.base import ContactRecord, CRMSchemaError, SequenceRecord
 from xmas_pipeline.delivery import DeliveryContext, DeliveryReport, deliver, sync_crm
 from xmas_pipeline.planning import plan_rows, replan_rows
@@ -167,6 +168,7 @@ def _start(
         sequence_key=key, email=email, campaign=journey.name, first_name=contact.first_name,
         business_name=contact.business_name, segment=segment, signup_at=trigger_at, timezone=timezone,
         event_at=event_at, booking_uid=booking_uid, steps_sent={1: sent_elsewhere} if sent_elsewhere else {},
+        sequence_type=SEQUENCE_TYPE_OF_TRIGGER[journey.trigger.value],
         **(scores or {}),
     )
     record = ctx.crm.create_sequence(record, maybe_exists=_retried(event))

@@ -41,6 +41,7 @@ class SequenceRecord(BaseModel):
     timezone: str | None = None  # the recipient's IANA zone (send windows); the journey's when None
     event_at: dt.datetime | None = None  # what reminders count back from (the booked call's start)
     booking_uid: str | None = None  # the Cal.com booking this sequence is about
+    sequence_type: str | None = None  # Notion "Sequence Type": what kind of journey (nurture, precall, ...)
     steps_sent: dict[int, dt.datetime] = Field(default_factory=dict)  # "Email N Sent" dates in the CRM
     completed: bool = False
     crm_id: str | None = None
@@ -63,3 +64,13 @@ class TemplateRecord(BaseModel):
     text: str | None = None
     active: bool = True
     edited_at: dt.datetime | None = None
+
+
+#: Notion "Sequence Type" for each journey trigger (the origin system's values, plus the nurture's).
+SEQUENCE_TYPE_OF_TRIGGER = {
+    "signup": "nurture",
+    "booking_created": "precall",
+    "no_show": "noshow",
+    "call_outcome_maybe": "postcall",
+    "payment_paid": "onboarding",
+}

@@ -208,6 +208,7 @@ class NotionCRM:
             "assessment_score": contact.assessment_score,
             "campaign_status": contact.campaign_status,
             "booking_status": contact.booking_status,
+            "call_date": contact.call_date,
         }
         return {p[field].name: to_notion(p[field], value) for field, value in values.items()}
 
@@ -228,6 +229,7 @@ class NotionCRM:
             assessment_score=from_notion(props.get(p["assessment_score"].name)),
             campaign_status=from_notion(props.get(p["campaign_status"].name)),
             booking_status=from_notion(props.get(p["booking_status"].name)),
+            call_date=from_notion(props.get(p["call_date"].name)),
             crm_id=page["id"],
             edited_at=_instant(page.get("last_edited_time")),
         )
@@ -286,6 +288,7 @@ class NotionCRM:
             "first_name": sequence.first_name,
             "business_name": sequence.business_name,
             "campaign": sequence.campaign,
+            "sequence_type": sequence.sequence_type,
             "segment": sequence.segment,
             "assessment_score": sequence.assessment_score,
             "red_systems": sequence.red_systems,
@@ -327,7 +330,7 @@ class NotionCRM:
             campaign=campaign,
             first_name=from_notion(props.get(p["first_name"].name)) or "",
             business_name=from_notion(props.get(p["business_name"].name)) or None,
-            segment=from_notion(props.get(p["segment"].name)) or "OPTIMIZE",
+            segment=from_notion(props.get(p["segment"].name)) or "",  # unknown stays unknown
             assessment_score=from_notion(props.get(p["assessment_score"].name)),
             red_systems=number("red_systems"),
             orange_systems=number("orange_systems"),

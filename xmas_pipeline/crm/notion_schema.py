@@ -24,6 +24,8 @@ class Prop:
 
 
 SEGMENTS = tuple(s.value for s in Segment)
+# The origin system's "Sequence Type" options, one per kind of journey (records.SEQUENCE_TYPE_OF_TRIGGER).
+SEQUENCE_TYPES = ("nurture", "precall", "noshow", "postcall", "onboarding")
 
 CONTACTS: dict[str, Prop] = {
     "email": Prop("email", "email"),
@@ -33,13 +35,15 @@ CONTACTS: dict[str, Prop] = {
     "assessment_score": Prop("Assessment Score", "number"),
     "campaign_status": Prop("Christmas Campaign Status", "select", ("Signed Up", "Nurture Sequence", "Pre-Call Prep", "Unsubscribed", "Bounced", "Stopped")),
     "booking_status": Prop("Booking Status", "select", ("Not Booked", "Booked", "Completed", "No-Show")),
+    "call_date": Prop("Diagnostic Call Date", "date"),  # the booked call's start (Cal.com)
 }
 
 SEQUENCES: dict[str, Prop] = {
     "email": Prop("Email", "email"),
     "first_name": Prop("First Name", "rich_text"),
     "business_name": Prop("Business Name", "rich_text"),
-    "campaign": Prop("Campaign", "select"),
+    "campaign": Prop("Campaign", "select"),  # the journey's name
+    "sequence_type": Prop("Sequence Type", "select", SEQUENCE_TYPES),  # the origin system's journey kind
     "segment": Prop("Segment", "select", SEGMENTS),
     "assessment_score": Prop("Assessment Score", "number"),
     "red_systems": Prop("Red Systems", "number"),

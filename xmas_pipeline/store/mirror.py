@@ -33,7 +33,7 @@ def upsert_contacts(engine: sa.Engine, records: list[ContactRecord], now: dt.dat
 
 
 def sequence_values(seq: SequenceRecord, now: dt.datetime, *, profile: dict | None = None) -> dict:
-    values = seq.model_dump(exclude={"steps_sent", "completed"})
+    values = seq.model_dump(exclude={"steps_sent", "completed", "sequence_type"})
     values["seq_no"] = sequence_number(seq.sequence_key)
     values["updated_at"] = now
     if profile is not None:

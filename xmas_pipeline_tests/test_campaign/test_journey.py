@@ -132,7 +132,7 @@ def test_todays_campaign_file_is_a_valid_signup_journey_with_the_same_timing():
     assert as_journey.slug == as_campaign.slug == "christmas-2026"
     assert as_journey.tz == as_campaign.tz
     assert as_journey.step(3).template == "email_3"
-    assert as_journey.send_window is None and as_journey.late_send.max_lateness == dt.timedelta(hours=24)
+    assert as_journey.send_window.exempt_steps == {1} and as_journey.late_send.max_lateness == dt.timedelta(hours=24)
 
 
 def test_a_full_journey_reads_as_written():

@@ -95,13 +95,18 @@ def test_naive_times_and_a_missing_event_time_are_refused():
 
 
 def test_the_nurture_without_a_window_keeps_todays_timetable():
-    j = load_journey(DEFAULT_CAMPAIGN_FILE)
-    campaign = load_campaign(DEFAULT_CAMPAIGN_FILE)
+    j = load_journey(DEFAULT_CAMPAIGN_FILE).model_copy(update={"send_window": None})
     signup = toronto(2026, 11, 5, 2, 13)
     plan = plan_sequence(j, trigger_at=signup)
     days = [0, 2, 3, 4, 6, 8, 10]  # elapsed days, as the nurture has always counted them
     assert [p.due_at for p in plan] == [(signup + dt.timedelta(days=d)).astimezone(UTC) for d in days]
     assert all(p.state == "scheduled" for p in plan)
+
+
+def test_the_shipped_nurture_answers_at_once_then_writes_at_a_decent_hour():
+    plan = plan_sequence(load_journey(DEFAULT_CAMPAIGN_FILE), trigger_at=toronto(2026, 11, 5, 2, 13))
+    assert plan[0].due_at == toronto(2026, 11, 5, 2, 13)  # email 1 is exempt: it answers the signup
+    assert [p.due_at for p in plan[1:3]] == [toronto(2026, 11, 7, 8, 0), toronto(2026, 11, 8, 8, 0)]
 
 
 def test_a_night_signup_gets_its_follow_ups_at_opening_time_and_step_1_at_once_when_exempt():

@@ -31,11 +31,11 @@ def test_steps_fall_on_their_days(campaign):
     assert [p.template for p in plan_] == [f"email_{n}" for n in range(1, 8)]
 
 
-def test_a_late_evening_signup_keeps_its_exact_times_across_days(campaign):
+def test_a_late_evening_signup_gets_email_1_at_once_and_follow_ups_next_morning(campaign):
     anchor = dt.datetime(2026, 11, 10, 23, 50, tzinfo=TZ_OFFSET)
     plan_ = plan(campaign, trigger_at=anchor, event_at=None, recipient_tz=None, day_seconds=86400)
-    assert plan_[2].due_at == anchor + dt.timedelta(days=3)
-    assert campaign_day(campaign, plan_[2].due_at) == dt.date(2026, 11, 13)
+    assert plan_[0].due_at == anchor  # exempt from the send window
+    assert plan_[2].due_at == dt.datetime(2026, 11, 14, 8, 0, tzinfo=TZ_OFFSET)  # 23:50 + 3 days, then 08:00
 
 
 def test_steps_after_the_campaign_end_are_planned_as_expired(campaign):

@@ -98,10 +98,12 @@ def test_every_step_goes_within_one_tick_of_its_time_exactly_once(sim, settings,
         assert rows[0].due_at == signed_up.astimezone(dt.timezone.utc)
     assert len(files) == 6 * 7
 
-    # Every step of the 23:50 and 23:59 leads fell due after its day's last tick (23:45) and went out at
-    # the next day's 00:00 tick.
+    # Email 1 of the 23:50 and 23:59 leads fell due after the day's last tick (23:45) and went out at the
+    # next day's 00:00 tick. Their follow-ups wait for the send window: 08:00 in Toronto.
     crossed = {(r.email, r.step) for r in ledger.rows_for(engine) if r.due_at.astimezone(TZ).date() != r.sent_at.astimezone(TZ).date()}
-    assert crossed == {(email, step) for _, email in signups()[4:] for step in range(1, 8)}
+    assert crossed == {(email, 1) for _, email in signups()[4:]}
+    follow_ups = [r for r in ledger.rows_for(engine) if r.step > 1]
+    assert all(8 <= r.sent_at.astimezone(TZ).hour < 20 for r in follow_ups)
 
     # The overdue check ran on every delivery run and never failed; nothing is owed at the end.
     evaluations = sim.check_results("no_overdue_steps")
@@ -134,14 +136,17 @@ def test_thirty_hours_down_sends_what_is_within_max_lateness_and_a_backfill_send
     engine = engine_for(settings.database_url)
     rows = ledger.rows_for(engine)
     late = [r for r in rows if r.status == "late"]
-    # Step 4 of the 09:00 and 13:37 leads fell due in the first six hours of the outage: over 24 h late.
-    assert sorted((r.email, r.step) for r in late) == [("lead1-0900@example.com", 4), ("lead2-1337@example.com", 4)]
+    # Step 4 of the 00:05 (moved to 08:00 by the send window), 09:00 and 13:37 leads fell due in the
+    # first six hours of the outage: over 24 h late when the daemon came back.
+    assert sorted((r.email, r.step) for r in late) == [
+        ("lead0-0005@example.com", 4), ("lead1-0900@example.com", 4), ("lead2-1337@example.com", 4)]
     assert all(r.late_by_s > 24 * 3600 and "send_late: true" in r.reason for r in late)
-    # Steps due in the last 24 h of the outage went at the first tick back.
+    # The late-evening leads' step 4 fell due at 08:00 the next morning, inside the last 24 h of the
+    # outage: it went at the first tick back.
     back = down[1].astimezone(dt.timezone.utc)
     caught_up = [r for r in rows if r.status == "sent" and down[0] <= r.due_at < down[1]]
     assert {r.sent_at for r in caught_up} == {back} and len(caught_up) == 3
-    assert sum(r.status == "sent" for r in rows) == 6 * 7 - 2
+    assert sum(r.status == "sent" for r in rows) == 6 * 7 - 3
 
     # The operator sees it and what to do.
     for key, value in {**env, "XMAS_NOW": until.isoformat()}.items():
@@ -153,7 +158,7 @@ def test_thirty_hours_down_sends_what_is_within_max_lateness_and_a_backfill_send
     job = sim.defs.resolve_job_def("daily_delivery_job")
     resource = {"xmas": XmasResource.from_settings(make_settings(XMAS_NOW=until.isoformat()))}
     send_late = {"ops": {"deliveries": {"config": {"send_late": True}}}}
-    for config, expected in [({}, 0), (send_late, 2), (send_late, 0)]:
+    for config, expected in [({}, 0), (send_late, 3), (send_late, 0)]:
         result = job.execute_in_process(run_config=config, partition_key="2026-11-05", instance=sim.instance, resources=resource)
         assert result.asset_materializations_for_node("deliveries")[0].metadata["sent_by_this_run"].value == expected
     rows = ledger.rows_for(engine)
