@@ -35,6 +35,16 @@ def fresh_notion_caches():
     notion._source_cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_dagster_instance():
+    """A test-built schedule context opens an instance from its ref and leaves it as Dagster's "current"
+    one; once that instance is gone, the next test that builds definitions fails. Forget it after each test."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+
+
 @pytest.fixture(params=_database_params())
 def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":

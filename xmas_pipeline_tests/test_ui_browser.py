@@ -172,14 +172,16 @@ class UI:
 
 
 def check_emails_due_partition(ui: UI, stack: Stack) -> None:
-    """Ops: what goes out today, to whom. Omar (2), Dev (3) are due at 9:00; Lena (2) at 15:00."""
+    """Ops: what goes out today, to whom. Omar (2), Dev (3) are due at 9:00, Lena (2) at 15:00; Dev's
+    step 2 (due yesterday, before he was enrolled) is carried over: today's run sends it too."""
     ui.open(f"/assets/emails_due?view=partitions&partition={DAY}", "sendable_now")
     assert ui.metadata("due") == "3"
-    assert ui.metadata("sendable_now") == "2"
-    table = ui.metadata("by_step_and_segment").split()
-    assert table[:3] == ["step", "segment", "emails"]
-    assert sorted(zip(table[3::3], table[4::3], table[5::3])) == [
-        ("2", "OPTIMIZE", "1"), ("2", "URGENT", "1"), ("3", "URGENT", "1")]
+    assert ui.metadata("carried_over") == "1"
+    assert ui.metadata("sendable_now") == "3"
+    table = ui.metadata("by_journey_step_and_segment").replace("Christmas 2026", "Christmas-2026").split()
+    assert table[:4] == ["journey", "step", "segment", "emails"]
+    assert sorted(zip(table[5::4], table[6::4], table[7::4])) == [
+        ("2", "OPTIMIZE", "1"), ("2", "URGENT", "2"), ("3", "URGENT", "1")]
     preview = ui.metadata("preview")
     assert all(email in preview for email in ("omar@example.com", "dev@example.com", "lena@example.com"))
     assert "sarah@example.com" not in preview  # her email 1 went at enrollment
@@ -187,13 +189,15 @@ def check_emails_due_partition(ui: UI, stack: Stack) -> None:
 
 
 def check_deliveries_partition(ui: UI, stack: Stack) -> None:
-    """Ops: what went out. Omar's and Dev's went; Lena's waits for 15:00."""
+    """Ops: what went out today: this run's three, and Sarah's email 1 sent at enrollment; Lena's waits."""
     ui.open(f"/assets/deliveries?view=partitions&partition={DAY}", "not_yet_due")
-    assert ui.metadata("sent") == "2"
+    assert ui.metadata("sent_by_this_run") == "3"
+    assert ui.metadata("sent_this_day") == "4"
     assert ui.metadata("not_yet_due") == "1"
     assert ui.metadata("failed") == "0" and ui.metadata("skipped") == "0"
-    sent_to = ui.metadata("sent_to")
-    assert "omar@example.com" in sent_to and "dev@example.com" in sent_to and "lena@example.com" not in sent_to
+    sent = ui.metadata("sent_this_day_list")
+    assert all(e in sent for e in ("omar@example.com", "dev@example.com", "sarah@example.com"))
+    assert "lena@example.com" not in sent
     ui.shot("deliveries-partition")
 
 
