@@ -173,11 +173,13 @@ class UI:
 
 def check_emails_due_partition(ui: UI, stack: Stack) -> None:
     """Ops: what goes out today, to whom. Omar (2), Dev (3) are due at 9:00, Lena (2) at 15:00; Dev's
-    step 2 (due yesterday, before he was enrolled) is carried over: today's run sends it too."""
+    step 2 (due yesterday 09:00, before he was enrolled) is carried over, but 25 h late: over the
+    24 h max_lateness, so the run records it late instead of sending it."""
     ui.open(f"/assets/emails_due?view=partitions&partition={DAY}", "sendable_now")
     assert ui.metadata("due") == "3"
     assert ui.metadata("carried_over") == "1"
-    assert ui.metadata("sendable_now") == "3"
+    assert ui.metadata("sendable_now") == "2"
+    assert ui.metadata("over_max_lateness") == "1"
     table = ui.metadata("by_journey_step_and_segment").replace("Christmas 2026", "Christmas-2026").split()
     assert table[:4] == ["journey", "step", "segment", "emails"]
     assert sorted(zip(table[5::4], table[6::4], table[7::4])) == [
@@ -189,10 +191,12 @@ def check_emails_due_partition(ui: UI, stack: Stack) -> None:
 
 
 def check_deliveries_partition(ui: UI, stack: Stack) -> None:
-    """Ops: what went out today: this run's three, and Sarah's email 1 sent at enrollment; Lena's waits."""
+    """Ops: what went out today: this run's two, and Sarah's email 1 sent at enrollment; Dev's late step 2
+    is recorded late; Lena's waits for 15:00."""
     ui.open(f"/assets/deliveries?view=partitions&partition={DAY}", "not_yet_due")
-    assert ui.metadata("sent_by_this_run") == "3"
-    assert ui.metadata("sent_this_day") == "4"
+    assert ui.metadata("sent_by_this_run") == "2"
+    assert ui.metadata("late") == "1"
+    assert ui.metadata("sent_this_day") == "3"
     assert ui.metadata("not_yet_due") == "1"
     assert ui.metadata("failed") == "0" and ui.metadata("skipped") == "0"
     sent = ui.metadata("sent_this_day_list")

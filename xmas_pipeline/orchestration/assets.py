@@ -170,11 +170,15 @@ def build_assets(journeys: Journeys, settings: Settings) -> list:
             dict(r, due_at=local_time(ctx.campaign, r["due_at"]), day="earlier day" if r["due_at"] < start else "this day")
             for r in due.head(PREVIEW_ROWS).to_dict("records")
         ]
+        max_late = due["campaign"].map({j.name: j.late_send.max_lateness for j in ctx.journeys})
+        come = due["due_at"] <= pd.Timestamp(now)
+        over = come & (due["status"] != ledger.LATE) & ~due["late_ok"] & (pd.Timestamp(now) - due["due_at"] > max_late)
         return dg.MaterializeResult(
             metadata={
                 "due": int((~carried).sum()),
                 "carried_over": int(carried.sum()),
-                "sendable_now": int((due["due_at"] <= pd.Timestamp(now)).sum()),
+                "sendable_now": int((come & ~over & (due["status"] != ledger.LATE)).sum()),
+                "over_max_lateness": int(over.sum()),  # the next delivery run records these as late
                 "recorded_late": int((due["status"] == ledger.LATE).sum()),
                 "sequences_planned": planned,
                 "by_journey_step_and_segment": _counts_md(
