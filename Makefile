@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/notion.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .xmas .xmas-demo *.egg-info
