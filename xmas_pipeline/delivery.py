@@ -37,6 +37,7 @@ from xmas_pipeline.store.ledger import Claim, Due
 log = logging.getLogger(__name__)
 
 BOOKED = {"booked", "completed"}
+STRAGGLER_AGE = dt.timedelta(minutes=10)  # a sent row still unsynced after this is any run's to write back
 # What a marketer sees in the contact's "Christmas Campaign Status" when a sequence stops.
 CONTACT_STATUS_FOR_EXIT = {"unsubscribed": "Unsubscribed", "complained": "Unsubscribed", "bounced": "Bounced"}
 
@@ -420,7 +421,8 @@ def sync_crm(ctx: DeliveryContext) -> list[str]:
     bounced, booked) is marked completed there and its contact's campaign status says why, so
     marketers see it in Notion. Returns errors; everything not written is retried by the next run.
     """
-    rows = ledger.unsynced(ctx.engine)
+    # This run's sends, and what older runs left behind: a concurrent run writes back its own.
+    rows = ledger.unsynced(ctx.engine, run_id=ctx.run_id, stragglers_before=ctx.clock.now() - STRAGGLER_AGE)
     exits = {e["sequence_key"]: e for e in mirror.exits_to_sync(ctx.engine)}
     if not rows and not exits:
         return []

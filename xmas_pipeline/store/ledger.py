@@ -581,10 +581,17 @@ def not_sent_between(engine: sa.Engine, campaign: str | Iterable[str], start: dt
         )
 
 
-def unsynced(engine: sa.Engine) -> list[sa.Row]:
-    """Sent rows whose "Email N Sent" date has not reached the CRM yet."""
+def unsynced(engine: sa.Engine, *, run_id: str | None = None, stragglers_before: dt.datetime | None = None) -> list[sa.Row]:
+    """Sent rows whose "Email N Sent" date has not reached the CRM yet.
+
+    With ``run_id``: only this run's sends, plus stragglers a run left unsynced (sent before
+    ``stragglers_before``), so two runs at once do not both write the same dates back.
+    """
+    where = [c.status == SENT, c.crm_synced.is_(False)]
+    if run_id is not None:
+        where.append(sa.or_(c.run_id == run_id, c.sent_at < stragglers_before))
     with engine.connect() as conn:
-        return list(conn.execute(sa.select(c.id, c.sequence_key, c.step, c.sent_at).where(c.status == SENT, c.crm_synced.is_(False))))
+        return list(conn.execute(sa.select(c.id, c.sequence_key, c.step, c.sent_at).where(*where)))
 
 
 def mark_synced(engine: sa.Engine, ids: list[int]) -> None:
