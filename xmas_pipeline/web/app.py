@@ -248,8 +248,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- the website's signup webhook ---------------------------------------------------------
 
-    async def signup(request: Request) -> Response:
-        """Validate a signup and answer 202 once it is committed to the inbound queue."""
+    async def signed_json(request: Request) -> Response | tuple[dict[str, str], bytes, str | None, list[dict]]:
+        """What the signup and event webhooks share: JSON only, size limit, signature, the caller's key.
+
+        Returns an error response, or (headers, raw body, caller key, header errors so far).
+        """
         headers = pick_headers(request, SIGNUP_HEADERS)
         if not is_json(headers.get("content-type")):
             return not_json()
@@ -263,7 +266,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             failure = verify_signature(signup_verifiers, body, headers)
             if failure is not None:
                 return _json(401, {"error": f"invalid webhook signature: {failure}"})
-
         errors: list[dict[str, Any]] = []
         # The caller's own idempotency key: the signed webhook-id when signatures are on (a replay is a
         # duplicate whatever other headers say), else the optional Idempotency-Key header.
@@ -277,6 +279,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "type": "value_error",
                 }
             )
+        return headers, body, key, errors
+
+    async def signup(request: Request) -> Response:
+        """Validate a signup and answer 202 once it is committed to the inbound queue."""
+        checked = await signed_json(request)
+        if isinstance(checked, Response):
+            return checked
+        headers, body, key, errors = checked
         now = clock.now()
         try:
             payload = SignupPayload.model_validate_json(body, context={"now": now})
@@ -494,25 +504,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "required": True, "content": {"application/json": {"schema": journey_event.json_schema()}}}})  # fmt: skip
     async def event_webhook(request: Request) -> Response:
         """`call_outcome` maybe starts the post-call follow-up; a `payment` with status paid starts onboarding."""
-        headers = pick_headers(request, SIGNUP_HEADERS)
-        if not is_json(headers.get("content-type")):
-            return not_json()
-        try:
-            body = await read_body(request, declared=headers.get("content-length", ""))
-        except BodyTooLarge:
-            return too_large()
-        except ClientDisconnect:
-            return Response(status_code=400)
-        if signup_verifiers:
-            failure = verify_signature(signup_verifiers, body, headers)
-            if failure is not None:
-                return _json(401, {"error": f"invalid webhook signature: {failure}"})
-        errors: list[dict[str, Any]] = []
-        key_header = "webhook-id" if signup_verifiers else "idempotency-key"
-        key = headers.get(key_header)
-        if key is not None and not CALLER_KEY.fullmatch(key):
-            errors.append({"loc": ["header", key_header], "type": "value_error",
-                           "msg": f"must be 1 to {MAX_CALLER_KEY} visible ASCII characters, without spaces"})
+        checked = await signed_json(request)
+        if isinstance(checked, Response):
+            return checked
+        headers, body, key, errors = checked
         try:
             parsed = journey_event.validate_json(body)
         except ValidationError as exc:
