@@ -180,7 +180,9 @@ def test_the_production_instance_enrolls_and_delivers_on_postgres(tmp_path: Path
             concurrencyLimits { concurrencyKey limit }
             daemonHealth { allDaemonStatuses { daemonType healthy required } } } }""")["instance"]
         assert instance["runQueuingSupported"] and instance["runLauncher"]["name"] == "DefaultRunLauncher"
-        assert {"concurrencyKey": "notion", "limit": 1} in instance["concurrencyLimits"], instance
+        # The local CRM needs no `notion` pool (email 1 must not queue behind deliveries); `mail` has limit 1.
+        assert {"concurrencyKey": "mail", "limit": 1} in instance["concurrencyLimits"], instance
+        assert not any(c["concurrencyKey"] == "notion" for c in instance["concurrencyLimits"]), instance
         unhealthy = [d for d in instance["daemonHealth"]["allDaemonStatuses"] if d["required"] and not d["healthy"]]
         assert not unhealthy, services.tail("daemon")
         # Both runs live in Dagster's Postgres storage, and the campaign's ledger in its own database.

@@ -114,6 +114,34 @@ NoNul = (AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL}))
 Name = Annotated[str, StringConstraints(max_length=NAME_MAX), *NoNul]
 
 
+def checked_instant(value: object, info: ValidationInfo) -> dt.datetime:
+    """An RFC 3339 instant with an offset, since 2000, at most a day after ``context["now"]`` (if given).
+
+    Only strings with an offset: a naive time or a bare number would have to be guessed.
+    """
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("must carry a UTC offset")
+        instant = value
+    elif isinstance(value, str) and RFC3339.fullmatch(value):
+        try:
+            instant = parse_instant(value.upper())
+        except ValueError:
+            raise ValueError("is not a calendar date and time (e.g. 2026-12-01T09:00:00Z)") from None
+    else:
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset, e.g. 2026-12-01T09:00:00Z")
+    try:
+        utc = instant.astimezone(dt.timezone.utc)  # year 9999 at -23:59 overflows here
+    except OverflowError:
+        raise ValueError("is out of range: use a time since 2000, with a UTC offset") from None
+    if utc < EARLIEST_INSTANT:
+        raise ValueError("must not be before 2000-01-01")
+    now = (info.context or {}).get("now") or dt.datetime.now(dt.timezone.utc)
+    if utc > now + FUTURE_SLACK:
+        raise ValueError("must not be more than a day in the future")
+    return instant
+
+
 class SignupPayload(BaseModel):
     """A finished assessment posted by the website; unknown fields are allowed and kept.
 
@@ -152,6 +180,7 @@ class SignupPayload(BaseModel):
         description="The lead's IANA time zone (e.g. America/Vancouver; browsers give "
         "Intl.DateTimeFormat().resolvedOptions().timeZone): follow-ups go inside the send window there.",
         max_length=64,
+        json_schema_extra={"format": "iana-time-zone"},
     )
     email_1_sent_at: dt.datetime | None = Field(
         default=None,
@@ -165,30 +194,7 @@ class SignupPayload(BaseModel):
     @field_validator("email_1_sent_at", mode="before")
     @classmethod
     def _aware_iso_instant(cls, value: object, info: ValidationInfo) -> object:
-        # Only ISO strings with an offset: a naive time or a bare number would have to be guessed.
-        if value is None:
-            return value
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                raise ValueError("must carry a UTC offset")
-            instant = value
-        elif isinstance(value, str) and RFC3339.fullmatch(value):
-            try:
-                instant = parse_instant(value.upper())
-            except ValueError:
-                raise ValueError("is not a calendar date and time (e.g. 2026-12-01T09:00:00Z)") from None
-        else:
-            raise ValueError("must be an RFC 3339 date-time with a UTC offset, e.g. 2026-12-01T09:00:00Z")
-        try:
-            utc = instant.astimezone(dt.timezone.utc)  # year 9999 at -23:59 overflows here
-        except OverflowError:
-            raise ValueError("is out of range: use a time since 2000, with a UTC offset") from None
-        if utc < EARLIEST_INSTANT:
-            raise ValueError("must not be before 2000-01-01")
-        now = (info.context or {}).get("now")
-        if now is not None and utc > now + FUTURE_SLACK:
-            raise ValueError("must not be more than a day in the future")
-        return instant
+        return None if value is None else checked_instant(value, info)
 
     @model_validator(mode="after")
     def _storable_extras(self) -> SignupPayload:
@@ -221,7 +227,6 @@ def _unstorable(value: object) -> str | None:
 # --- journey events: what the intake stores besides signups --------------------------------------
 
 FiniteAmount = Annotated[float, Field(strict=True, ge=0, le=1e9, allow_inf_nan=False)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class BookingEvent(BaseModel):
@@ -245,9 +250,9 @@ class CallOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["call_outcome"]
-    email: EmailStr
+    email: Annotated[EmailStr, Field(json_schema_extra={"pattern": EMAIL_PATTERN})]
     outcome: Literal["maybe", "won", "lost"] = Field(description="maybe starts the post-call follow-up")
-    first_name: ShortText | None = None
+    first_name: Name | None = None
 
 
 class Payment(BaseModel):
@@ -256,24 +261,18 @@ class Payment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["payment"]
-    email: EmailStr
+    email: Annotated[EmailStr, Field(json_schema_extra={"pattern": EMAIL_PATTERN})]
     amount: FiniteAmount
-    paid_at: dt.datetime = Field(description="ISO 8601 with a UTC offset", json_schema_extra={"format": "date-time"})
+    paid_at: dt.datetime = Field(description="RFC 3339 with a UTC offset, since 2000, at most a day ahead",
+                                 json_schema_extra={"format": "date-time"})
     status: Literal["paid", "pending", "failed", "refunded"]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$")] | None = None
-    first_name: ShortText | None = None
+    first_name: Name | None = None
 
     @field_validator("paid_at", mode="before")
     @classmethod
-    def _aware(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = parse_instant(value)
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                raise ValueError("must carry a UTC offset")
-            if not dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc) <= value <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1):
-                raise ValueError("must lie between 2000 and tomorrow")
-        return value
+    def _aware(cls, value: object, info: ValidationInfo) -> object:
+        return checked_instant(value, info)
 
 
 JourneyEventBody = Annotated[Union[CallOutcome, Payment], Field(discriminator="type")]

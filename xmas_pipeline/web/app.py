@@ -501,7 +501,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/webhook/event", status_code=202, responses=docs.EVENT_RESPONSES,
               summary="A call outcome or a payment (Standard Webhooks signed when XMAS_WEBHOOK_SECRET is set)",
               openapi_extra={"parameters": docs.SIGNUP_PARAMETERS, "requestBody": {
-                  "required": True, "content": {"application/json": {"schema": journey_event.json_schema()}}}})  # fmt: skip
+                  "required": True, "content": {"application/json": {"schema": docs.event_body_schema()}}}})  # fmt: skip
     async def event_webhook(request: Request) -> Response:
         """`call_outcome` maybe starts the post-call follow-up; a `payment` with status paid starts onboarding."""
         checked = await signed_json(request)

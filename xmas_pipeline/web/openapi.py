@@ -213,3 +213,11 @@ EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: json_answer("Unknown type, invalid JSON or fields, every problem listed; nothing was stored", INVALID),
     503: json_answer("The database is unavailable; nothing was stored, retry later", ERROR, headers=RETRY_AFTER),
 }
+
+
+def event_body_schema() -> dict[str, Any]:
+    """The /webhook/event body: one of the journey events, told apart by ``type`` (inlined, no $refs)."""
+    from xmas_pipeline.campaign.models import CallOutcome, Payment
+
+    return {"oneOf": [CallOutcome.model_json_schema(), Payment.model_json_schema()],
+            "discriminator": {"propertyName": "type"}}

@@ -2,7 +2,8 @@
 
 `email_1_sent_at` is an RFC 3339 date-time "not before 2000 and not more than a day in the future":
 JSON Schema has no way to say the second half, so valid values are drawn from that window here
-(against the test's pinned clock). Invalid ones still come from schemathesis's own negative data.
+(against the test's pinned clock). Likewise a `timezone` is drawn from the IANA names. Invalid ones
+still come from schemathesis's own negative data.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import schemathesis
 from hypothesis import strategies as st
 
 from xmas_pipeline.campaign.clock import parse_instant
+from xmas_pipeline.campaign.zones import _zone_names
 from xmas_pipeline_tests.conftest import PINNED_NOW
 
 LATEST = parse_instant(PINNED_NOW).astimezone(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=23)
@@ -32,3 +34,6 @@ def instants_in_the_window(draw) -> str:
 
 
 schemathesis.openapi.format("date-time", instants_in_the_window())
+
+# A signup's `timezone` is an IANA name: JSON Schema cannot list the rule, so valid ones come from the list.
+schemathesis.openapi.format("iana-time-zone", st.sampled_from(sorted(_zone_names().values())))

@@ -58,6 +58,7 @@ def test_the_intake_keeps_every_promise_of_its_openapi_schema(tmp_path: Path):
             "XMAS_NOW": PINNED_NOW,
             "XMAS_UNSUBSCRIBE_SECRET": "schemathesis-test-secret",
             "RESEND_WEBHOOK_SECRET": fresh_secret(),  # without it /webhook/resend answers 503 by design
+            "XMAS_CAL_SECRET": "schemathesis-cal-secret",  # likewise /webhook/cal
         }
     )
     token = add_sequence(settings)
@@ -93,6 +94,8 @@ def test_every_answer_is_documented_with_its_body(client_for):
         ("GET", "/u/{token}"): ["200", "404", "503"],
         ("POST", "/u/{token}"): ["200", "404", "503"],
         ("POST", "/webhook/resend"): ["200", "401", "413", "415", "422", "503"],
+        ("POST", "/webhook/cal"): ["200", "202", "400", "401", "413", "415", "503"],
+        ("POST", "/webhook/event"): ["202", "401", "409", "413", "415", "422", "503"],
     }
     for path, ops in paths.items():
         for op in ops.values():
