@@ -41,8 +41,9 @@ def build_enroll_job(crm: str) -> dg.JobDefinition:
             },
         )
 
+    # In-process: one op; a process per step would re-import the code location (seconds of email 1's wait).
     @dg.job(name=ENROLL_JOB, description="Enroll queued signups: contact, sequence, consent, email 1.",
-            tags={"xmas/kind": "enrollment"})
+            tags={"xmas/kind": "enrollment"}, executor_def=dg.in_process_executor)
     def enroll_signups_job():
         enroll_signups()
 
@@ -55,4 +56,7 @@ def delivery_job(assets_selection):
         selection=assets_selection,
         description="Mirror the CRM, check templates, list the day's due emails and send every step whose time has come.",
         tags={"xmas/kind": "delivery"},
+        # The steps run one after another anyway; a process each would re-import the code location per step
+        # and, on a small host, take CPU from the enrollment runs that send email 1.
+        executor_def=dg.in_process_executor,
     )
