@@ -160,15 +160,14 @@ def test_the_production_instance_enrolls_and_delivers_on_postgres(tmp_path: Path
                             60, "a successful enrollment run")
         assert {"key": "dagster/sensor_name", "value": "signup_sensor"} in enrolled[0]["tags"]
 
-        # The delivery: submitted through GraphQL, queued, launched by the daemon's run queue. Its steps run
-        # in the run's own process (the schedule's runs use a process per step, as the enrollment run did
-        # above; on two cores each of those re-imports the code location for ~8 s).
+        # The delivery: submitted through GraphQL, queued, launched by the daemon's run queue; like every
+        # run of this project it executes its steps in the run's own process.
         from dagster_graphql import DagsterGraphQLClient
 
         client = DagsterGraphQLClient("127.0.0.1", port_number=web_port)
         run_id = client.submit_job_execution("daily_delivery_job", repository_location_name=LOCATION,
                                              repository_name=REPOSITORY, tags={"dagster/partition": DAY},
-                                             run_config={"execution": {"config": {"in_process": {}}}})
+                                             run_config={})
         status = wait_for(lambda: services.check_alive() or _finished(client, run_id), 120, "the delivery run")
         assert status == "SUCCESS", services.tail("daemon")
         [second] = list(outbox.glob("*-s2.eml"))

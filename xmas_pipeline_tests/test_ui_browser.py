@@ -251,13 +251,12 @@ def test_the_dagster_ui_shows_the_days_numbers_in_a_real_browser(tmp_path: Path)
                  120, "the enrollment runs")
         assert len(list((stack.home / "outbox").glob("*-s1.eml"))) == 1  # Sarah's; the others' came from the website
 
-        # Today's delivery, as the schedule's run would do it; its steps run in the run's own process
-        # (a process per step re-imports the code location on a 2-core machine: ~1 minute more).
+        # Today's delivery, as the schedule's run would do it (the job runs its steps in the run's process).
         from dagster_graphql import DagsterGraphQLClient
 
         run_id = DagsterGraphQLClient("127.0.0.1", port_number=stack.dagster_port).submit_job_execution(
             "daily_delivery_job", repository_location_name="xmas_pipeline", repository_name="__repository__",
-            tags={"dagster/partition": DAY}, run_config={"execution": {"config": {"in_process": {}}}})
+            tags={"dagster/partition": DAY}, run_config={})
         status = wait_for(lambda: next((r["status"] for r in stack.runs("daily_delivery_job") if r["runId"] == run_id
                                         and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None),
                           120, "the delivery run")
