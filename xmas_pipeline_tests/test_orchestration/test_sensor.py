@@ -61,9 +61,9 @@ def test_a_batch_is_one_run_whose_key_is_asked_for_until_dagster_has_it(settings
 
 
 def test_a_queued_or_running_run_is_waiting_not_an_attempt(settings, make_settings, instance, monkeypatch):
-    """Runs held in the queue for 15 minutes of wall time: no retry, no attempt, no dead event."""
+    """A burst of 3,000 signups, runs held in the queue for 15 minutes of wall time: no retry, no attempt, no dead event."""
     engine = engine_for(settings.database_url)
-    ids = [signup(settings, f"q{i}@example.com") for i in range(250)]
+    ids = [signup(settings, f"q{i}@example.com") for i in range(3000)]
     defs = definitions_for(settings)
     daemon = DaemonSim(defs, instance, lambda at: make_settings(XMAS_NOW=at.isoformat()), hold=True)
     wall = dt.datetime.now(dt.timezone.utc)
@@ -73,7 +73,7 @@ def test_a_queued_or_running_run_is_waiting_not_an_attempt(settings, make_settin
         wall = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=second)
         daemon.tick(at + dt.timedelta(seconds=second))
     enrollments = [q for q in daemon.queued if q.job_name == "enroll_signups_job"]
-    assert len(enrollments) == 3  # 250 signups, batches of 100, launched once each
+    assert len(enrollments) == 30  # 3,000 signups, batches of 100, launched once each
     assert set(statuses(engine).values()) == {"dispatched"}
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(inbound_events.c.attempts))).scalar() == 0
