@@ -148,17 +148,18 @@ deliveries = sa.Table(
 )
 
 # What the provider told us happened to each message (delivered, opened, clicked, bounced, complained),
-# one row per webhook delivery: svix_id is unique, so a replayed webhook is recorded once.
+# one row per webhook delivery: (svix_id, kind) is unique, so a replayed webhook is recorded once.
 message_events = sa.Table(
     "message_events",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("svix_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("svix_id", sa.String(200), nullable=False),
     sa.Column("delivery_id", sa.Integer),  # NULL: a message the ledger does not know (sent by someone else)
     sa.Column("provider_id", sa.String(200)),
     sa.Column("kind", sa.String(20), nullable=False),  # delivered / opened / clicked / bounced / soft_bounced / complained
     sa.Column("occurred_at", UTCDateTime, nullable=False),  # the provider's created_at
     sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("svix_id", "kind", name="uq_message_event_svix_kind"),
     sa.Index("ix_message_events_delivery_kind", "delivery_id", "kind"),
 )
 
