@@ -169,5 +169,6 @@ def skipped_markdown(funnel: Funnel) -> str:
     if funnel.skipped.empty:
         return "_nothing skipped_"
     table = funnel.skipped.copy()
+    table["step"] = table["step"].map(lambda n: f"email {n}")
     table["segment"] = table["segment"].replace("", "-")
     return table.to_markdown(index=False)
