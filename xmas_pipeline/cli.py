@@ -229,8 +229,18 @@ def step_state(row, seq, *, suppressed: str | None, now: dt.datetime, campaign, 
     return f"{failed}due since {_fmt(row.due_at, tz)}: goes with the next delivery tick"
 
 
+def lineage(row, events: list, tz) -> str | None:
+    """Where a message came from (event, template version, run, provider id) and what the provider said since."""
+    if row is None or (row.status != "sent" and not row.message):  # never rendered: nothing to trace
+        return None
+    template = f"{row.template}@{row.template_hash}" if row.template_hash else (row.template or "-")
+    seen = ", ".join(f"{e.kind} {_fmt(e.occurred_at, tz)}" for e in events)
+    return (f"event {row.event_id if row.event_id is not None else '-'}, template {template}, run {row.run_id or '-'}, "
+            f"provider id {row.provider_id or '-'}" + (f"; provider events: {seen}" if seen else ""))
+
+
 def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
-    from xmas_pipeline.store import ledger, mirror, suppressions
+    from xmas_pipeline.store import engagement, ledger, mirror, suppressions
     from xmas_pipeline.store.db import engine_for
 
     engine = engine_for(settings.database_url)
@@ -253,6 +263,9 @@ def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
         note = f", withdrawn {_fmt(withdrawn[c.campaign], tz)}" if c.campaign in withdrawn else ""
         _print(f"consent   {c.kind} for {c.campaign} at {_fmt(c.consented_at, tz)} via {c.source}; ip {c.client_ip or '-'}, agent {c.user_agent or '-'}{note}")
     rows = {(r.sequence_key, r.step): r for r in ledger.rows_for(engine, email=email)}
+    events: dict[int, list] = {}
+    for e in engagement.events_for(engine, [r.id for r in rows.values()]):
+        events.setdefault(e.delivery_id, []).append(e)
     now = settings.clock.now()
     for seq in seqs:
         exit = f" ({seq['exit_reason']})" if seq["exit_reason"] else ""
@@ -267,6 +280,8 @@ def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
             row = rows.get((seq["sequence_key"], step.number))
             state = step_state(row, seq, suppressed=supp.get(email), now=now, campaign=journey, tz=tz)
             _print(f"  step {step.number}  {state}")
+            if (origin := lineage(row, events.get(row.id, []) if row is not None else [], tz)) is not None:
+                _print(f"          lineage: {origin}")
     return 0
 
 

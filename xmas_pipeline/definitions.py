@@ -10,7 +10,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from xmas_pipeline.orchestration.assets import build_assets, build_overdue_check
+from xmas_pipeline.orchestration.assets import build_assets, build_funnel, build_overdue_check
 from xmas_pipeline.orchestration.jobs import build_enroll_job, delivery_job
 from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.orchestration.schedules import build_delivery_schedule
@@ -22,6 +22,8 @@ def build_definitions(settings: Settings, resource: XmasResource | None = None) 
     journeys = settings.journeys()
     assets = build_assets(journeys, settings)
     overdue = build_overdue_check(assets[-1], settings.delivery_cron)
+    # Unpartitioned, downstream of the daily deliveries: each delivery run (whatever its day) refreshes it.
+    assets.append(build_funnel(assets[-1], settings))
     daily = delivery_job(dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(overdue))
     enroll = build_enroll_job(settings.crm)
     return dg.Definitions(

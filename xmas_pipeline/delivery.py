@@ -24,7 +24,7 @@ from xmas_pipeline.campaign.clock import Clock, wall_now
 from xmas_pipeline.campaign.durations import describe
 from xmas_pipeline.campaign.journey import ExitReason, Journey, Journeys
 from xmas_pipeline.campaign.plan import call_variables
-from xmas_pipeline.campaign.rendering import TemplateError, TemplateSource, render
+from xmas_pipeline.campaign.rendering import TemplateError, TemplateSource, render, source_hash
 from xmas_pipeline.campaign.timetable import local_time
 from xmas_pipeline.campaign.tokens import unsubscribe_token
 from xmas_pipeline.campaign.variables import build_variables
@@ -201,6 +201,12 @@ def _render(ctx: DeliveryContext, claim: Claim, seq: sa.RowMapping, key: str) ->
     return dataclasses.asdict(message)
 
 
+def _template_hash(ctx: DeliveryContext, claim: Claim) -> str | None:
+    """The source version of the template this claim was just rendered from (lineage)."""
+    template = ctx.templates.get(claim.template or ctx.journey(claim.campaign).step(claim.step).template)
+    return source_hash(template) if template is not None else None
+
+
 @dataclass
 class _Batch:
     key: str  # the provider's idempotency key for this exact group of messages
@@ -305,6 +311,7 @@ class DeliveryRun:
                 self.report.failed.append(_row(cl, error=reason))
                 continue
             fresh.append((cl, message, handoffs))
+        hashes = {cl.id: _template_hash(ctx, cl) for cl, _, _ in fresh}
         if failures:
             ledger.settle(ctx.engine, self.token, failures)
         if fresh:
@@ -315,6 +322,7 @@ class DeliveryRun:
         lost = ledger.freeze(
             ctx.engine, self.token,
             [(cl, m, b.key, handoffs.get(cl.id, cl.handoffs)) for b in batches for cl, m in b.items],
+            template_hashes=hashes,
         )
         if lost:
             self._batches.extend(batches)

@@ -176,7 +176,7 @@ def _start(
     with ctx.engine.begin() as conn:
         mirror.insert_sequence(conn, record, profile, now, event_id=event.id)
         plan_rows(conn, journey, sequence_key=key, email=email, trigger_at=trigger_at, event_at=event_at,
-                  recipient_tz=timezone, day_seconds=ctx.clock.day_seconds, now=now)
+                  recipient_tz=timezone, day_seconds=ctx.clock.day_seconds, now=now, event_id=event.id)
         record_consent(conn, email=email, campaign=journey.name, source=source, consented_at=event.received_at,
                        client_ip=event.client_ip, user_agent=event.user_agent, event_id=event.id, kind=kind)
     report.enrolled.append({"email": email, "journey": journey.name, "segment": segment, "sequence_key": key})
@@ -186,16 +186,18 @@ def _start(
     return ledger.step_one(ctx.engine, key)
 
 
-def _restart(ctx: DeliveryContext, journey: Journey, current, report: EnrollmentReport, **changes) -> Due | None:
+def _restart(ctx: DeliveryContext, event: sa.Row, journey: Journey, current, report: EnrollmentReport,
+             **changes) -> Due | None:
     """A sequence that ended (e.g. a cancelled call) starts again for a new trigger: active, steps re-planned."""
     now = ctx.clock.now()
     key = current["sequence_key"]
     with ctx.engine.begin() as conn:
-        mirror.update_sequence(conn, key, now, status="active", exit_reason=None, exit_synced=None, **changes)
+        mirror.update_sequence(conn, key, now, status="active", exit_reason=None, exit_synced=None,
+                               event_id=event.id, **changes)
         replan_rows(conn, journey, sequence_key=key, trigger_at=changes.get("signup_at", current["signup_at"]),
                     event_at=changes.get("event_at", current["event_at"]),
                     recipient_tz=changes.get("timezone", current["timezone"]), day_seconds=ctx.clock.day_seconds,
-                    reset=True)
+                    reset=True, event_id=event.id)
     report.enrolled.append({"email": current["email"], "journey": journey.name, "segment": current["segment"],
                             "sequence_key": key, "restarted": True})
     return ledger.step_one(ctx.engine, key)
@@ -253,7 +255,8 @@ def on_signup(ctx: DeliveryContext, event: sa.Row, report: EnrollmentReport) -> 
                 with ctx.engine.begin() as conn:
                     plan_rows(conn, journey, sequence_key=key, email=email, trigger_at=current["signup_at"],
                               event_at=current["event_at"], recipient_tz=current["timezone"],
-                              day_seconds=ctx.clock.day_seconds, now=ctx.clock.now())
+                              day_seconds=ctx.clock.day_seconds, now=ctx.clock.now(),
+                              event_id=current["event_id"] or event.id)
             if current["status"] == "active" and (due := ledger.step_one(ctx.engine, key)) is not None:
                 out.append(due)
             continue
@@ -289,7 +292,7 @@ def on_booking_created(ctx: DeliveryContext, event: sa.Row, report: EnrollmentRe
         changes = dict(signup_at=event.received_at, event_at=booking.event_at, booking_uid=booking.booking_uid,
                        timezone=booking.attendee_timezone)
         if current is not None:
-            due = _restart(ctx, journey, current, report, **changes)
+            due = _restart(ctx, event, journey, current, report, **changes)
         else:
             due = _start(ctx, event, journey, contact, report, trigger_at=event.received_at,
                          event_at=booking.event_at, timezone=booking.attendee_timezone,
@@ -314,7 +317,7 @@ def on_booking_rescheduled(ctx: DeliveryContext, event: sa.Row, report: Enrollme
             mirror.update_sequence(conn, current["sequence_key"], ctx.clock.now(), **changes)
             count = replan_rows(conn, journey, sequence_key=current["sequence_key"], trigger_at=event.received_at,
                                 event_at=booking.event_at, recipient_tz=current["timezone"],
-                                day_seconds=ctx.clock.day_seconds)
+                                day_seconds=ctx.clock.day_seconds, event_id=event.id)
         report.moved.append({"email": email, "journey": journey.name, "steps": count})
         moved = True
     if not moved:  # a reschedule of a booking we never saw is a booking
@@ -378,7 +381,7 @@ def _start_triggered(ctx: DeliveryContext, event: sa.Row, report: EnrollmentRepo
         current = mirror.get_sequence(ctx.engine, sequence_key(contact.email, journey.name))
         if current is not None:
             if current["status"] != "active":  # it ended before (e.g. a second missed call): start it again
-                due = _restart(ctx, journey, current, report, signup_at=trigger_at or event.received_at, **extra)
+                due = _restart(ctx, event, journey, current, report, signup_at=trigger_at or event.received_at, **extra)
                 out.extend([due] if due else [])
             else:
                 report.repeats.append(contact.email)

@@ -47,21 +47,24 @@ def plan(
 def plan_rows(
     conn: sa.Connection, journey: Journey, *, sequence_key: str, email: str, trigger_at: dt.datetime,
     event_at: dt.datetime | None = None, recipient_tz: str | None = None, day_seconds: int, now: dt.datetime,
+    event_id: int | None = None,
 ) -> None:
     steps = plan(journey, trigger_at=trigger_at, event_at=event_at, recipient_tz=recipient_tz, day_seconds=day_seconds)
-    ledger.plan(conn, campaign=journey.name, sequence_key=sequence_key, email=email, steps=steps, now=now)
+    ledger.plan(conn, campaign=journey.name, sequence_key=sequence_key, email=email, steps=steps, now=now,
+                event_id=event_id)
 
 
 def replan_rows(
     conn: sa.Connection, journey: Journey, *, sequence_key: str, trigger_at: dt.datetime,
     event_at: dt.datetime | None, recipient_tz: str | None, day_seconds: int, reset: bool = False,
+    event_id: int | None = None,
 ) -> int:
     """Move the steps not yet sent to a new plan (a rescheduled call); returns how many rows moved.
 
     With ``reset`` (a journey starting again) steps skipped for any reason are planned afresh too.
     """
     steps = plan(journey, trigger_at=trigger_at, event_at=event_at, recipient_tz=recipient_tz, day_seconds=day_seconds)
-    return ledger.replan(conn, sequence_key=sequence_key, steps=steps, reset=reset)
+    return ledger.replan(conn, sequence_key=sequence_key, steps=steps, reset=reset, event_id=event_id)
 
 
 def plan_unplanned(engine: sa.Engine, journeys: Journeys, *, day_seconds: int, now: dt.datetime) -> int:
@@ -78,6 +81,6 @@ def plan_unplanned(engine: sa.Engine, journeys: Journeys, *, day_seconds: int, n
                         steps = [PlannedStep(s.number, s.template, seq["signup_at"], ledger.SKIPPED, f"dropped: {exc}")
                                  for s in journey.steps]
                     ledger.plan(conn, campaign=journey.name, sequence_key=seq["sequence_key"], email=seq["email"],
-                                steps=steps, now=now)
+                                steps=steps, now=now, event_id=seq["event_id"])
             planned += len(batch)
     return planned

@@ -6,7 +6,8 @@ in Debian's Chromium through Playwright and checks the numbers they render:
 
 - `emails_due`, partition of the day: due 3, sendable now 2, the step × segment table;
 - `deliveries`, same partition: 2 sent, 1 not yet due, nothing failed;
-- `delivery_schedule`: its cron, timezone, target job and next tick.
+- `delivery_schedule`: its cron, timezone, target job and next tick;
+- `campaign_funnel`: leads enrolled, sent, late and the journey x step x segment table.
 
 Screenshots go to `<tmp>/screenshots/` and are copied to `xmas_pipeline_tests/artifacts/screenshots/`.
 Runs when Chromium is installed (`apt-get install chromium`; `.ci/run` installs it); skipped otherwise,
@@ -221,10 +222,26 @@ def check_delivery_schedule(ui: UI, stack: Stack) -> None:
     ui.shot("delivery_schedule")
 
 
-# FUNNEL: once the `campaign_funnel` asset exists, add `check_campaign_funnel(ui, stack)` here (open
-# /assets/campaign_funnel, read its metadata with ui.metadata(...), ui.shot("campaign_funnel")) and list it
-# in PAGES: the stack, the signups and the delivery run above are already what it needs.
-PAGES = [check_emails_due_partition, check_deliveries_partition, check_delivery_schedule]
+def check_campaign_funnel(ui: UI, stack: Stack) -> None:
+    """Marketing: the whole campaign after the run. Four leads; sent: Sarah's email 1, the website's three
+    (sent elsewhere), Omar's email 2 and Dev's email 3; Dev's email 2 recorded late; nothing skipped."""
+    ui.open("/assets/campaign_funnel?view=events", "about_opens")
+    assert ui.metadata("enrolled") == "4"
+    assert ui.metadata("sent") == "6"
+    assert ui.metadata("late") == "1"
+    assert ui.metadata("skipped") == "0"
+    assert "approximate" in ui.metadata("about_opens")
+    # The table opens in a dialog. Email 2 x URGENT: Omar's sent, Dev's late (enrolled, due, sent, delivered,
+    # opened, clicked, skipped, late).
+    ui.page.locator("tr").filter(has=ui.page.get_by_text("funnel", exact=True)).first.get_by_text("Show Markdown").click()
+    dialog = ui.page.get_by_role("dialog")
+    dialog.get_by_text("booked call").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    table = " ".join(dialog.inner_text().split())
+    assert "Christmas 2026 email 2 URGENT 2 2 1 0 0 0 0 1" in table, table
+    ui.shot("campaign_funnel")
+
+
+PAGES = [check_emails_due_partition, check_deliveries_partition, check_delivery_schedule, check_campaign_funnel]
 
 
 # --- the test ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ the send date. Parts the variant does not have are the main template's.
 from __future__ import annotations
 
 import functools
+import hashlib
 import html as html_lib
 import re
 from dataclasses import dataclass
@@ -175,6 +176,19 @@ def check_template(template: TemplateSource | None, name: str = "") -> list[str]
     if template is None:
         return [f"template {name!r} does not exist"]
     return list(_contract_problems(template))
+
+
+def source_hash(template: TemplateSource) -> str:
+    """Which version of a template a message came from: 12 hex of sha256 over its parts (and its deadline variant's).
+
+    The variant is hashed along with the main copy so that editing either one gives a new hash.
+    """
+    digest = hashlib.sha256()
+    for variant in (template, template.deadline_passed):
+        for part in ((variant.subject, variant.html, variant.text) if variant is not None else ("",)):
+            data = (part or "").encode()
+            digest.update(len(data).to_bytes(8, "big") + data)  # length-prefixed: no two splits hash alike
+    return digest.hexdigest()[:12]
 
 
 def render(template: TemplateSource, variables: dict) -> Rendered:

@@ -12,7 +12,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from xmas_pipeline.campaign.journey import Journey, Journeys
+from xmas_pipeline.campaign.journey import ExitReason, Journey, Journeys
 from xmas_pipeline.campaign.rendering import check_template
 from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, local_time
 from xmas_pipeline.crm.base import CRMSchemaError
@@ -23,6 +23,7 @@ from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.orchestration.ticks import ticks_before
 from xmas_pipeline.planning import plan_unplanned
 from xmas_pipeline.settings import Settings
+from xmas_pipeline.store import funnel as funnel_store
 from xmas_pipeline.store import ledger, mirror
 from xmas_pipeline.store.schema import contacts as contacts_table
 from xmas_pipeline.store.schema import sequences as sequences_table
@@ -189,10 +190,12 @@ def build_assets(journeys: Journeys, settings: Settings) -> list:
             }
         )
 
+    # templates is upstream so that its blocking templates_contract check, when it fails, stops the
+    # sends in the same run (Dagster skips every step downstream of a failed blocking check).
     @dg.asset(
         group_name=GROUP,
         partitions_def=partitions,
-        deps=[emails_due],
+        deps=[emails_due, templates],
         kinds={"email"},
         pool="mail",
         check_specs=[dg.AssetCheckSpec("all_due_emails_sent", asset="deliveries",
@@ -245,6 +248,30 @@ def build_assets(journeys: Journeys, settings: Settings) -> list:
     return [contacts, sequences, templates, emails_due, deliveries]
 
 
+def build_funnel(deliveries_asset, settings: Settings) -> dg.AssetsDefinition:
+    """The campaign funnel, refreshed by the delivery job after ``deliveries`` (unpartitioned: the whole campaign)."""
+
+    @dg.asset(group_name=GROUP, deps=[deliveries_asset], kinds={_store_kind(settings)})
+    def campaign_funnel(xmas: XmasResource) -> dg.MaterializeResult:
+        """Per journey, step and segment: enrolled, due, sent, opened, clicked, skipped (why), late, failed, stopped, booked."""
+        settings = xmas.settings()
+        journeys = settings.journeys()
+        funnel = funnel_store.compute(
+            xmas.engine(), journeys.names, settings.clock.now(),
+            booking_goal=[j.name for j in journeys if ExitReason.BOOKED_CALL in j.exits],
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **funnel.totals(),  # plain ints: Dagster plots each over the materializations
+                "funnel": dg.MetadataValue.md(funnel_store.markdown(funnel)),
+                "skipped_by_reason": dg.MetadataValue.md(funnel_store.skipped_markdown(funnel)),
+                "about_opens": funnel_store.OPENS_NOTE,
+            }
+        )
+
+    return campaign_funnel
+
+
 def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.datetime) -> dict:
     """What this run did, and what the ledger says went out this day (email 1 and CLI sends included)."""
     campaign = ctx.campaign
@@ -267,14 +294,25 @@ def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.
         "sent_this_day_list": _table(
             [{"email": r.email, "journey": r.campaign, "step": r.step, "subject": r.subject,
               "sent_at": local_time(campaign, r.sent_at),
-              "by": "enrollment or CLI" if (r.run_id or "") in ("", "cli") else r.run_id[:8]} for r in went_out],
-            ["email", "journey", "step", "subject", "sent_at", "by"],
+              "by": "enrollment or CLI" if (r.run_id or "") in ("", "cli") else r.run_id[:8],
+              **_lineage(r)} for r in went_out],
+            ["email", "journey", "step", "subject", "sent_at", "by", "event_id", "template", "run_id", "provider_id"],
         ),
         "not_sent": _table(
             [{"email": r.email, "journey": r.campaign, "step": r.step, "status": r.status, "reason": r.reason,
               "due_at": local_time(campaign, r.due_at)} for r in not_sent],
             ["email", "journey", "step", "status", "due_at", "reason"],
         ),
+    }
+
+
+def _lineage(row) -> dict:
+    """Where a sent message came from: the inbound event, the template version, the run, the provider's id."""
+    return {
+        "event_id": row.event_id,
+        "template": f"{row.template}@{row.template_hash}" if row.template_hash else row.template,
+        "run_id": row.run_id,
+        "provider_id": row.provider_id,
     }
 
 

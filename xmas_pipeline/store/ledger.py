@@ -102,8 +102,12 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
 # --- planning ---------------------------------------------------------------------------------------
 
 
-def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, steps: list, now: dt.datetime) -> None:
-    """Give every planned step its ledger row (rows that exist, e.g. sent elsewhere, are kept as they are)."""
+def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, steps: list, now: dt.datetime,
+         event_id: int | None = None) -> None:
+    """Give every planned step its ledger row (rows that exist, e.g. sent elsewhere, are kept as they are).
+
+    ``event_id``: the inbound event that started the sequence, kept on each row for lineage.
+    """
     rows = [
         dict(
             sequence_key=sequence_key,
@@ -118,6 +122,7 @@ def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, s
             due_at=p.due_at,
             attempts=0,
             crm_synced=False,
+            event_id=event_id,
         )
         for p in steps
     ]
@@ -126,12 +131,15 @@ def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, s
     conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(planned_at=now))
 
 
-def replan(conn: sa.Connection, *, sequence_key: str, steps: list, reset: bool = False) -> int:
+def replan(conn: sa.Connection, *, sequence_key: str, steps: list, reset: bool = False,
+           event_id: int | None = None) -> int:
     """Move steps not yet sent to a new plan; rows already sent (or in a run's hands) keep theirs.
 
     A step the old plan dropped may come back (a call rescheduled further out), and one it scheduled
-    may now be dropped (rescheduled too close to the call).
+    may now be dropped (rescheduled too close to the call). With ``event_id``, moved rows name the
+    event that moved them (their lineage).
     """
+    lineage = {} if event_id is None else {"event_id": event_id}
     movable = sa.or_(c.status.in_([SCHEDULED, FAILED, EXPIRED, LATE] + ([SKIPPED, HELD] if reset else [])),
                      sa.and_(c.status == SKIPPED, c.reason.like("dropped:%")))
     moved = 0
@@ -139,7 +147,8 @@ def replan(conn: sa.Connection, *, sequence_key: str, steps: list, reset: bool =
         moved += conn.execute(
             deliveries.update()
             .where(c.sequence_key == sequence_key, c.step == p.step, movable)
-            .values(status=p.state, reason=p.reason, due_at=p.due_at, late_by_s=None, message=None, batch_key=None)
+            .values(status=p.state, reason=p.reason, due_at=p.due_at, late_by_s=None, message=None, batch_key=None,
+                    **lineage)
         ).rowcount
     return moved
 
@@ -150,7 +159,7 @@ def unplanned(engine: sa.Engine, campaign: str, limit: int = 5000) -> list[sa.Ro
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(s.sequence_key, s.email, s.signup_at, s.event_at, s.timezone)
+                sa.select(s.sequence_key, s.email, s.signup_at, s.event_at, s.timezone, s.event_id)
                 .where(s.planned_at.is_(None), s.status == "active", s.campaign == campaign)
                 .limit(limit)
             ).mappings()
@@ -323,19 +332,24 @@ def take_over(
     return _claims(rows, token)
 
 
-def freeze(engine: sa.Engine, token: str, items: list[tuple[Claim, dict, str, int]]) -> set[int]:
+def freeze(engine: sa.Engine, token: str, items: list[tuple[Claim, dict, str, int]],
+           template_hashes: dict[int, str] | None = None) -> set[int]:
     """Store (message, batch key, hand-off count) on each claim before the provider sees it.
 
-    Returns the ids this run no longer holds (nothing is written to those).
+    ``template_hashes`` (row id -> hash of the template source just rendered) is recorded with the
+    message; a row re-frozen with its old bytes keeps the hash it had. Returns the ids this run no
+    longer holds (nothing is written to those).
     """
     lost: set[int] = set()
+    template_hashes = template_hashes or {}
     with engine.begin() as conn:
         for cl, message, batch, handoffs in items:
+            lineage = {"template_hash": template_hashes[cl.id]} if cl.id in template_hashes else {}
             done = conn.execute(
                 deliveries.update()
                 .where(c.id == cl.id, c.claim_token == token, c.status == CLAIMED)
                 .values(message=json.dumps(message), subject=message.get("subject", "")[:500], batch_key=batch,
-                        handoffs=handoffs)
+                        handoffs=handoffs, **lineage)
             ).rowcount
             if not done:
                 lost.add(cl.id)
@@ -550,7 +564,8 @@ def sent_between(engine: sa.Engine, campaign: str | Iterable[str], start: dt.dat
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(c.email, c.campaign, c.step, c.subject, c.provider, c.provider_id, c.sent_at, c.due_at, c.run_id)
+                sa.select(c.email, c.campaign, c.step, c.subject, c.provider, c.provider_id, c.sent_at, c.due_at, c.run_id,
+                          c.template, c.template_hash, c.event_id)
                 .where(_journeys(campaign), c.status == SENT, c.sent_at >= start, c.sent_at < end)
                 .order_by(c.sent_at, c.id)
             )

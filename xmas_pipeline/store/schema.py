@@ -135,12 +135,32 @@ deliveries = sa.Table(
     sa.Column("event", sa.String(20)),  # delivered / bounced / complained (provider webhooks)
     sa.Column("event_at", UTCDateTime),
     sa.Column("run_id", sa.String(64)),
+    # Lineage: the inbound event that planned the row, and the template source its message was rendered from.
+    sa.Column("event_id", sa.Integer),
+    sa.Column("template_hash", sa.String(12)),  # first 12 hex of sha256 over the template's parts
     sa.UniqueConstraint("sequence_key", "step", name="uq_delivery_sequence_step"),
     sa.Index("ix_deliveries_status_due", "status", "due_at"),
     sa.Index("ix_deliveries_sent_at", "sent_at"),
     sa.Index("ix_deliveries_batch", "batch_key"),
     sa.Index("ix_deliveries_claim", "claim_token"),
     sa.Index("ix_deliveries_email", "email"),
+    sa.Index("ix_deliveries_provider_id", "provider_id"),  # provider webhooks name the message by it
+)
+
+# What the provider told us happened to each message (delivered, opened, clicked, bounced, complained),
+# one row per webhook delivery: (svix_id, kind) is unique, so a replayed webhook is recorded once.
+message_events = sa.Table(
+    "message_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("svix_id", sa.String(200), nullable=False),
+    sa.Column("delivery_id", sa.Integer),  # NULL: a message the ledger does not know (sent by someone else)
+    sa.Column("provider_id", sa.String(200)),
+    sa.Column("kind", sa.String(20), nullable=False),  # delivered / opened / clicked / bounced / soft_bounced / complained
+    sa.Column("occurred_at", UTCDateTime, nullable=False),  # the provider's created_at
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("svix_id", "kind", name="uq_message_event_svix_kind"),
+    sa.Index("ix_message_events_delivery_kind", "delivery_id", "kind"),
 )
 
 suppressions = sa.Table(

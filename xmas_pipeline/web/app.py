@@ -6,6 +6,7 @@ Run it with ``uvicorn --factory xmas_pipeline.web.app:create_app`` (settings com
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import json
 import logging
@@ -21,9 +22,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from xmas_pipeline.campaign.clock import parse_instant
 from xmas_pipeline.campaign.models import JourneyEventBody, SignupPayload
 from xmas_pipeline.campaign.tokens import verify_unsubscribe_token
 from xmas_pipeline.settings import Settings, load_settings
+from xmas_pipeline.store import engagement
 from xmas_pipeline.store.db import engine_for
 from xmas_pipeline.store.inbound import NewEvent, depth, payload_of
 from xmas_pipeline.store.ledger import record_provider_event
@@ -543,7 +546,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/webhook/resend", summary="Resend delivery events (Svix signed with RESEND_WEBHOOK_SECRET)",
               responses=docs.RESEND_RESPONSES, openapi_extra={"requestBody": docs.RESEND_BODY})  # fmt: skip
     async def resend_webhook(request: Request) -> Response:
-        """Record delivered/bounced/complained on the ledger; hard bounces and complaints suppress."""
+        """Record delivered/opened/clicked/bounced/complained per message (once per Svix id); hard bounces and complaints suppress."""
         if not resend_verifiers:
             return _json(503, {"error": "RESEND_WEBHOOK_SECRET not configured"}, RETRY_LATER)
         if not is_json(request.headers.get("content-type")):
@@ -572,6 +575,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         if kind == "email.delivered":
             name, reason = "delivered", None
+        elif kind == "email.opened":
+            name, reason = "opened", None
+        elif kind == "email.clicked":
+            name, reason = "clicked", None
         elif kind == "email.bounced":
             bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
             bounce_type = str(bounce.get("type") or "permanent").lower()
@@ -584,20 +591,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         recipients = data.get("to") or []
         recipients = [recipients] if isinstance(recipients, str) else [r for r in recipients if isinstance(r, str)]
+        # Svix keeps the id across its retries: it dedupes the event (the signature check required it).
+        delivery_key = svix_headers["webhook-id"] or f"sha256:{hashlib.sha256(body).hexdigest()}"
+        provider_id = str(data["email_id"]) if data.get("email_id") else None
 
         def apply() -> dict[str, Any]:
             now = clock.now()
             db = engine()
-            known = None
-            if data.get("email_id"):
-                known = record_provider_event(db, str(data["email_id"]), name, now)
+            try:
+                occurred = parse_instant(event["created_at"]) if isinstance(event.get("created_at"), str) else now
+            except ValueError:
+                occurred = now
+            seen = engagement.record(db, svix_id=delivery_key, provider_id=provider_id, kind=name,
+                                     occurred_at=occurred, received_at=now)
+            known = seen.email
+            if provider_id and name not in ("opened", "clicked") and not seen.duplicate:
+                # The ledger's event column keeps the latest delivery outcome; a replay must not rewrite it.
+                record_provider_event(db, provider_id, name, now)
             suppressed = []
             if reason is not None:
                 # The ledger's recipient when we sent it; else whoever Resend says it went to.
                 for address in [known] if known else recipients:
                     suppress(db, address, reason, "resend", now)
                     suppressed.append(address.strip().lower())
-            return {"event": name, "recorded": known is not None, "suppressed": suppressed}
+            return {"event": name, "recorded": known is not None, "suppressed": suppressed,
+                    "duplicate": seen.duplicate}
 
         try:
             return _json(200, await run_in_threadpool(apply))

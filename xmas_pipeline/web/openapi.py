@@ -48,9 +48,10 @@ RESEND_RESULT = {
     "oneOf": [
         _object(
             {
-                "event": {"enum": ["delivered", "bounced", "soft_bounced", "complained"]},
-                "recorded": {"type": "boolean"},
+                "event": {"enum": ["delivered", "opened", "clicked", "bounced", "soft_bounced", "complained"]},
+                "recorded": {"type": "boolean"},  # the message is one of ours (its email_id is on the ledger)
                 "suppressed": {"type": "array", "items": {"type": "string"}},
+                "duplicate": {"type": "boolean"},  # this svix-id was recorded before: nothing changed
             }
         ),
         _object({"ignored": {"type": "string"}}),
@@ -141,7 +142,8 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 RESEND_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: json_answer("Recorded, or ignored (an event type we do not act on)", RESEND_RESULT),
+    200: json_answer("Recorded once per svix-id (email.delivered, opened, clicked, bounced, complained), or "
+                     "ignored (an event type we do not act on)", RESEND_RESULT),
     401: json_answer("Missing or invalid Svix signature", ERROR),
     413: json_answer("Body over 64 KiB", ERROR),
     415: json_answer("Content-Type is not application/json", ERROR),

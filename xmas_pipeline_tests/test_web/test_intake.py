@@ -390,7 +390,10 @@ def test_resend_soft_bounce_delivered_and_complaint(client_for):
     assert rows(settings, deliveries)[0].event == "delivered"
     assert post(resend_event("email.bounced", "Transient")).status_code == 200
     assert rows(settings, suppressions) == []  # a soft bounce is recorded, not suppressed
-    assert post(resend_event("email.opened")).json() == {"ignored": "email.opened"}
+    opened = post(resend_event("email.opened")).json()
+    assert opened == {"event": "opened", "recorded": True, "suppressed": [], "duplicate": False}
+    assert rows(settings, deliveries)[0].event == "soft_bounced"  # an open is engagement, not a delivery outcome
+    assert post(resend_event("email.delivery_delayed")).json() == {"ignored": "email.delivery_delayed"}
     assert post(resend_event("email.complained")).status_code == 200
     assert rows(settings, suppressions)[0].reason == "complained"
     assert rows(settings, deliveries)[0].event == "complained"
