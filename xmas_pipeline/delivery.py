@@ -15,6 +15,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -225,6 +228,15 @@ class DeliveryRun:
         self._batches: list[_Batch] = []
         self._seqs: dict[str, sa.RowMapping] = {}
         self._touched: set[str] = set()
+        self.timings: Counter[str] = Counter()  # seconds this thread spent per phase (bench/send.py prints them)
+
+    @contextmanager
+    def _phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - started
 
     @property
     def size(self) -> int:
@@ -278,7 +290,8 @@ class DeliveryRun:
                     self._batches.append(_Batch(key, [(cl, cl.message) for cl in claims], resumed=True))
                     report.resumed += len(claims)
                     taken.update(cl.id for cl in claims)
-            fresh = ledger.claim(ctx.engine, [i for i in ids if i not in taken], token=self.token, wall=wall,
+            with self._phase("claim"):
+              fresh = ledger.claim(ctx.engine, [i for i in ids if i not in taken], token=self.token, wall=wall,
                                  lease=ctx.lease, run_id=ctx.run_id, send_late=self.send_late)
             report.already_done += len(ids) - len(fresh) - len(taken & set(ids))
             if fresh:
@@ -298,7 +311,8 @@ class DeliveryRun:
                 continue
             handoffs = cl.handoffs + 1
             try:
-                message = _render(ctx, cl, self._seqs[cl.sequence_key], ledger.provider_key(cl.key, handoffs))
+                with self._phase("render"):
+                    message = _render(ctx, cl, self._seqs[cl.sequence_key], ledger.provider_key(cl.key, handoffs))
             except (TemplateError, KeyError) as exc:
                 reason = str(exc) if isinstance(exc, TemplateError) else f"no sequence {cl.sequence_key}"
                 failures.append((cl.id, ledger.failed(reason, keep_message=False)))
@@ -312,7 +326,8 @@ class DeliveryRun:
             key = keys[0] if len(fresh) == 1 else ledger.batch_key(keys, self.token)
             batches.insert(0, _Batch(key, [(cl, m) for cl, m, _ in fresh]))
         handoffs = {cl.id: h for cl, _, h in fresh}
-        lost = ledger.freeze(
+        with self._phase("freeze"):
+          lost = ledger.freeze(
             ctx.engine, self.token,
             [(cl, m, b.key, handoffs.get(cl.id, cl.handoffs)) for b in batches for cl, m in b.items],
         )
@@ -330,13 +345,15 @@ class DeliveryRun:
             return False
         ctx, report = self.ctx, self.report
         batch = self._batches.pop(0)
-        held = ledger.renew(ctx.engine, self.token, ctx.wall())
+        with self._phase("fence"):
+            held = ledger.renew(ctx.engine, self.token, ctx.wall())
         if any(cl.id not in held for cl, _ in batch.items):
             self._lost([cl for cl, _ in batch.items if cl.id not in held])
             return False
         messages = [OutgoingMessage(**m) for _, m in batch.items]
         try:
-            results = ctx.sender.send(batch.key, messages)
+            with self._phase("provider"):
+                results = ctx.sender.send(batch.key, messages)
         except NotSent as exc:
             report.stopped = str(exc)
             report.configuration_error = isinstance(exc, ConfigurationError)
@@ -369,7 +386,8 @@ class DeliveryRun:
             else:
                 outcomes.append((cl.id, ledger.failed(result.error or "refused for now", keep_message=True)))
                 report.failed.append(_row(cl, error=result.error))
-        lost = ledger.settle(ctx.engine, self.token, outcomes)
+        with self._phase("settle"):
+            lost = ledger.settle(ctx.engine, self.token, outcomes)
         if lost:
             # Sent by us after another run took the claim over: that run resends the same key and bytes,
             # which the provider recognises (Resend, outbox); SMTP has no such key (see README).
@@ -402,11 +420,13 @@ class DeliveryRun:
         return self.report
 
     def run(self) -> DeliveryReport:
-        self.prepare()
+        with self._phase("prepare"):
+            self.prepare()
         while self.claim_next():
             while self.send_next():
                 pass
-        return self.finish()
+        with self._phase("finish"):
+            return self.finish()
 
 
 def deliver(ctx: DeliveryContext, due: list[Due], *, send_late: bool = False) -> DeliveryReport:
