@@ -218,27 +218,33 @@ class _Batch:
         return [cl.id for cl, _ in self.items]
 
 
+STALE = "stale"  # the courier's answer for a batch whose fence grew too old while it waited
+
+
 class _Courier:
     """One background thread that hands frozen, fenced batches to the provider, in order.
 
     It is what lets a run render and freeze batch N+1 while the provider (and its rate limit) holds
     batch N. It never touches the ledger: the run's thread decides what goes in and records what comes
-    out. After an answer that refuses the whole run (NotSent: bad key, unverified domain, quota) or an
-    unexpected error, it hands nothing more over: the batches behind come back as None, never seen by
-    the provider.
+    out. A batch whose fence is older than ``max_age`` when its turn comes (the call before it was slow)
+    comes back STALE, unsent, for the run to fence again. After an answer that refuses the whole run
+    (NotSent: bad key, unverified domain, quota) or an unexpected error, it hands nothing more over:
+    the batches behind come back as None, never seen by the provider.
     """
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, wall: Callable[[], dt.datetime], max_age: dt.timedelta) -> None:
         self._sender = sender
+        self._wall = wall
+        self._max_age = max_age
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._halted = False  # written by the courier's thread only
         self.busy_s = 0.0  # time spent in the provider's hands (pacing included)
         self._thread = threading.Thread(target=self._work, name="delivery-courier", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: _Batch) -> Future:
+    def submit(self, batch: _Batch, fenced_at: dt.datetime) -> Future:
         future: Future = Future()
-        self._jobs.put((batch, future))
+        self._jobs.put((batch, fenced_at, future))
         return future
 
     def close(self) -> None:
@@ -247,9 +253,12 @@ class _Courier:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            batch, future = job
+            batch, fenced_at, future = job
             if self._halted:
                 future.set_result(None)
+                continue
+            if self._wall() - fenced_at > self._max_age:
+                future.set_result(STALE)
                 continue
             started = time.perf_counter()
             try:
@@ -283,6 +292,7 @@ class DeliveryRun:
         self._batches: list[_Batch] = []
         self._seqs: dict[str, sa.RowMapping] = {}
         self._touched: set[str] = set()
+        self._fenced_at = ctx.wall()
         self.timings: Counter[str] = Counter()  # seconds this run's thread spent per phase (bench/send.py prints them)
 
     @contextmanager
@@ -410,7 +420,8 @@ class DeliveryRun:
     def _fence(self, batch: _Batch) -> bool:
         """Renew every claim this run holds; the batch may go only if all of it is still ours."""
         with self._phase("fence"):
-            held = ledger.renew(self.ctx.engine, self.token, self.ctx.wall())
+            self._fenced_at = self.ctx.wall()
+            held = ledger.renew(self.ctx.engine, self.token, self._fenced_at)
         if any(cl.id not in held for cl, _ in batch.items):
             self._lost([cl for cl, _ in batch.items if cl.id not in held])
             return False
@@ -503,9 +514,10 @@ class DeliveryRun:
         """Send the rest with the provider always holding one batch and the next one waiting behind it.
 
         A batch is handed to the courier only after its freeze and its fence succeeded on this thread,
-        and at most one batch waits behind the one in the provider's hands, so a fence is never older
-        than one provider call (well inside the lease). Outcomes are recorded here, in order, fenced by
-        the token as always.
+        and at most one batch waits behind the one in the provider's hands. A fence older than a tenth of
+        the lease when the courier gets to it (the call before was slow) is renewed before the batch
+        goes, so the provider is handed a batch only under a fresh fence, as ``send_next`` does.
+        Outcomes are recorded here, in order, fenced by the token as always.
         """
         courier: _Courier | None = None
         in_flight: deque[tuple[_Batch, Future]] = deque()
@@ -515,8 +527,8 @@ class DeliveryRun:
                     batch = self._batches.pop(0)
                     if not self._fence(batch):
                         break
-                    courier = courier or _Courier(self.ctx.sender)
-                    in_flight.append((batch, courier.submit(batch)))
+                    courier = courier or _Courier(self.ctx.sender, self.ctx.wall, self.ctx.lease / 10)
+                    in_flight.append((batch, courier.submit(batch, self._fenced_at)))
                 if not in_flight:
                     return
                 batch, future = in_flight.popleft()
@@ -525,6 +537,14 @@ class DeliveryRun:
                         outcome = future.result()
                     except SendError as exc:
                         outcome = exc
+                if outcome is STALE:
+                    if self.report.stopped is None and self._fence(batch):
+                        in_flight.append((batch, courier.submit(batch, self._fenced_at)))
+                    elif not batch.resumed:  # never handed over: back to the ledger, retryable
+                        with self._phase("settle"):
+                            ledger.release(self.ctx.engine, self.token, batch.ids,
+                                           "not sent: the run stopped before this message")
+                    continue
                 self._record(batch, outcome)
         finally:
             if courier is not None:
