@@ -15,6 +15,12 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,7 +35,7 @@ from xmas_pipeline.campaign.timetable import local_time
 from xmas_pipeline.campaign.tokens import unsubscribe_token
 from xmas_pipeline.campaign.variables import build_variables
 from xmas_pipeline.crm.base import CRM, SequenceUpdate
-from xmas_pipeline.mail.base import ConfigurationError, NotSent, OutgoingMessage, QuotaExceeded, SendError, Sender
+from xmas_pipeline.mail.base import ConfigurationError, NotSent, OutgoingMessage, SendError, Sender
 from xmas_pipeline.mail.compose import compose, unsubscribe_url
 from xmas_pipeline.store import ledger, mirror, suppressions
 from xmas_pipeline.store.ledger import Claim, Due
@@ -213,12 +219,73 @@ class _Batch:
     items: list[tuple[Claim, dict]]
     resumed: bool = False
 
+    @property
+    def ids(self) -> list[int]:
+        return [cl.id for cl, _ in self.items]
+
+
+STALE = "stale"  # the courier's answer for a batch whose fence grew too old while it waited
+
+
+class _Courier:
+    """One background thread that hands frozen, fenced batches to the provider, in order.
+
+    It is what lets a run render and freeze batch N+1 while the provider (and its rate limit) holds
+    batch N. It never touches the ledger: the run's thread decides what goes in and records what comes
+    out. A batch whose fence is older than ``max_age`` when its turn comes (the call before it was slow)
+    comes back STALE, unsent, for the run to fence again. After an answer that refuses the whole run
+    (NotSent: bad key, unverified domain, quota) or an unexpected error, it hands nothing more over:
+    the batches behind come back as None, never seen by the provider.
+    """
+
+    def __init__(self, sender: Sender, wall: Callable[[], dt.datetime], max_age: dt.timedelta) -> None:
+        self._sender = sender
+        self._wall = wall
+        self._max_age = max_age
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._halted = False  # written by the courier's thread only
+        self.busy_s = 0.0  # time spent in the provider's hands (pacing included)
+        self._thread = threading.Thread(target=self._work, name="delivery-courier", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: _Batch, fenced_at: dt.datetime) -> Future:
+        future: Future = Future()
+        self._jobs.put((batch, fenced_at, future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            batch, fenced_at, future = job
+            if self._halted:
+                future.set_result(None)
+                continue
+            if self._wall() - fenced_at > self._max_age:
+                future.set_result(STALE)
+                continue
+            started = time.perf_counter()
+            try:
+                future.set_result(self._sender.send(batch.key, [OutgoingMessage(**m) for _, m in batch.items]))
+            except SendError as exc:
+                # In doubt (plain SendError): the next batches may still go, as they would one by one.
+                self._halted = isinstance(exc, NotSent)
+                future.set_exception(exc)
+            except BaseException as exc:  # noqa: BLE001 - handed to the run's thread, which re-raises it
+                self._halted = True
+                future.set_exception(exc)
+            finally:
+                self.busy_s += time.perf_counter() - started
+
 
 class DeliveryRun:
     """One run's sending, in phases a caller can also drive one at a time (tests of the fence do).
 
-    ``run()`` is ``prepare()``, then ``claim_next()`` and ``send_next()`` until nothing is left, then
-    ``finish()``.
+    ``run()`` is ``prepare()``, then ``claim_next()`` and ``send_next()`` for the first batch, then the
+    same pipelined (the next batch is claimed, rendered and frozen while the provider has the one
+    before), then ``finish()``. Every ledger step costs a fixed number of statements per batch.
     """
 
     def __init__(self, ctx: DeliveryContext, due: list[Due], *, send_late: bool = False) -> None:
@@ -231,6 +298,16 @@ class DeliveryRun:
         self._batches: list[_Batch] = []
         self._seqs: dict[str, sa.RowMapping] = {}
         self._touched: set[str] = set()
+        self._fenced_at = ctx.wall()
+        self.timings: Counter[str] = Counter()  # seconds this run's thread spent per phase (bench/send.py prints them)
+
+    @contextmanager
+    def _phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - started
 
     @property
     def size(self) -> int:
@@ -277,15 +354,17 @@ class DeliveryRun:
             ids = [d.id for d in chunk]
             taken: set[int] = set()
             wall = ctx.wall()
-            # In-doubt batches first, whole: same key, same bytes, so the provider can recognise them.
-            for key in ledger.expired_batches(ctx.engine, ids, wall, ctx.lease):
-                claims = ledger.take_over(ctx.engine, key, token=self.token, wall=wall, lease=ctx.lease, run_id=ctx.run_id)
-                if claims:
-                    self._batches.append(_Batch(key, [(cl, cl.message) for cl in claims], resumed=True))
-                    report.resumed += len(claims)
-                    taken.update(cl.id for cl in claims)
-            fresh = ledger.claim(ctx.engine, [i for i in ids if i not in taken], token=self.token, wall=wall,
-                                 lease=ctx.lease, run_id=ctx.run_id, send_late=self.send_late)
+            with self._phase("claim"):
+                # In-doubt batches first, whole: same key, same bytes, so the provider can recognise them.
+                for key in ledger.expired_batches(ctx.engine, ids, wall, ctx.lease):
+                    claims = ledger.take_over(ctx.engine, key, token=self.token, wall=wall, lease=ctx.lease,
+                                              run_id=ctx.run_id)
+                    if claims:
+                        self._batches.append(_Batch(key, [(cl, cl.message) for cl in claims], resumed=True))
+                        report.resumed += len(claims)
+                        taken.update(cl.id for cl in claims)
+                fresh = ledger.claim(ctx.engine, [i for i in ids if i not in taken], token=self.token, wall=wall,
+                                     lease=ctx.lease, run_id=ctx.run_id, send_late=self.send_late)
             report.already_done += len(ids) - len(fresh) - len(taken & set(ids))
             if fresh:
                 self._freeze(fresh)
@@ -298,37 +377,37 @@ class DeliveryRun:
         batches: list[_Batch] = []
         fresh: list[tuple[Claim, dict, int]] = []
         failures = []
-        for cl in claims:
-            if cl.message is not None:  # handed over before and refused for now: the same bytes, on their own key
-                batches.append(_Batch(cl.message["key"], [(cl, cl.message)]))
-                continue
-            handoffs = cl.handoffs + 1
-            try:
-                message = _render(ctx, cl, self._seqs[cl.sequence_key], ledger.provider_key(cl.key, handoffs))
-            except (TemplateError, KeyError) as exc:
-                reason = str(exc) if isinstance(exc, TemplateError) else f"no sequence {cl.sequence_key}"
-                failures.append((cl.id, ledger.failed(reason, keep_message=False)))
-                self.report.failed.append(_row(cl, error=reason))
-                continue
-            fresh.append((cl, message, handoffs))
-        hashes = {cl.id: _template_hash(ctx, cl) for cl, _, _ in fresh}
-        if failures:
-            ledger.settle(ctx.engine, self.token, failures)
-        if fresh:
-            keys = [m["key"] for _, m, _ in fresh]
-            key = keys[0] if len(fresh) == 1 else ledger.batch_key(keys, self.token)
-            batches.insert(0, _Batch(key, [(cl, m) for cl, m, _ in fresh]))
-        handoffs = {cl.id: h for cl, _, h in fresh}
-        lost = ledger.freeze(
-            ctx.engine, self.token,
-            [(cl, m, b.key, handoffs.get(cl.id, cl.handoffs)) for b in batches for cl, m in b.items],
-            template_hashes=hashes,
-        )
-        if lost:
-            self._batches.extend(batches)
-            self._lost([cl for b in batches for cl, _ in b.items if cl.id in lost])
-            return
+        with self._phase("render"):
+            for cl in claims:
+                if cl.message is not None:  # handed over before and refused for now: the same bytes, on their own key
+                    batches.append(_Batch(cl.message["key"], [(cl, cl.message)]))
+                    continue
+                handoffs = cl.handoffs + 1
+                try:
+                    message = _render(ctx, cl, self._seqs[cl.sequence_key], ledger.provider_key(cl.key, handoffs))
+                except (TemplateError, KeyError) as exc:
+                    reason = str(exc) if isinstance(exc, TemplateError) else f"no sequence {cl.sequence_key}"
+                    failures.append((cl.id, ledger.failed(reason, keep_message=False)))
+                    self.report.failed.append(_row(cl, error=reason))
+                    continue
+                fresh.append((cl, message, handoffs))
+            hashes = {cl.id: _template_hash(ctx, cl) for cl, _, _ in fresh}
+        with self._phase("freeze"):
+            if failures:
+                ledger.settle(ctx.engine, self.token, failures)
+            if fresh:
+                keys = [m["key"] for _, m, _ in fresh]
+                key = keys[0] if len(fresh) == 1 else ledger.batch_key(keys, self.token)
+                batches.insert(0, _Batch(key, [(cl, m) for cl, m, _ in fresh]))
+            handoffs = {cl.id: h for cl, _, h in fresh}
+            lost = ledger.freeze(
+                ctx.engine, self.token,
+                [(cl, m, b.key, handoffs.get(cl.id, cl.handoffs)) for b in batches for cl, m in b.items],
+                template_hashes=hashes,
+            )
         self._batches.extend(batches)
+        if lost:
+            self._lost([cl for b in batches for cl, _ in b.items if cl.id in lost])
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -336,34 +415,53 @@ class DeliveryRun:
         """Hand the next frozen batch to the provider if this run still holds it. False when none is left."""
         if not self._batches or self.report.stopped is not None:
             return False
-        ctx, report = self.ctx, self.report
         batch = self._batches.pop(0)
-        held = ledger.renew(ctx.engine, self.token, ctx.wall())
+        if not self._fence(batch):
+            return False
+        with self._phase("provider"):
+            try:
+                outcome = self.ctx.sender.send(batch.key, [OutgoingMessage(**m) for _, m in batch.items])
+            except SendError as exc:
+                outcome = exc
+        return self._record(batch, outcome)
+
+    def _fence(self, batch: _Batch) -> bool:
+        """Renew every claim this run holds; the batch may go only if all of it is still ours."""
+        with self._phase("fence"):
+            self._fenced_at = self.ctx.wall()
+            held = ledger.renew(self.ctx.engine, self.token, self._fenced_at)
         if any(cl.id not in held for cl, _ in batch.items):
             self._lost([cl for cl, _ in batch.items if cl.id not in held])
             return False
-        messages = [OutgoingMessage(**m) for _, m in batch.items]
-        try:
-            results = ctx.sender.send(batch.key, messages)
-        except NotSent as exc:
-            report.stopped = str(exc)
-            report.configuration_error = isinstance(exc, ConfigurationError)
+        return True
+
+    def _record(self, batch: _Batch, outcome: list | SendError | None) -> bool:
+        """Record what the provider said about a batch (None: the courier never handed it over)."""
+        ctx, report = self.ctx, self.report
+        if outcome is None:
+            with self._phase("settle"):
+                ledger.release(ctx.engine, self.token, [] if batch.resumed else batch.ids,
+                               f"not sent: {report.stopped or 'the run stopped before this message'}")
+            return False
+        if isinstance(outcome, NotSent):
+            report.stopped = str(outcome)
+            report.configuration_error = isinstance(outcome, ConfigurationError)
             # The provider took none of it: every claim this run never handed over goes back, retryable.
             # (A resumed batch stays claimed: the run that died may have handed it over.)
             self._batches.insert(0, batch)
-            give_back = self._never_handed_over()
-            ledger.release(ctx.engine, self.token, give_back, f"not sent: {exc}")
-            report.failed.extend(_row(cl, error=f"not sent: {exc}") for cl, _ in batch.items)
-            log.error("stopped sending: %s", exc)
+            with self._phase("settle"):
+                ledger.release(ctx.engine, self.token, self._never_handed_over(), f"not sent: {outcome}")
+            report.failed.extend(_row(cl, error=f"not sent: {outcome}") for cl, _ in batch.items)
+            log.error("stopped sending: %s", outcome)
             return False
-        except SendError as exc:
+        if isinstance(outcome, SendError):
             # The provider may or may not have them: the claims stay, and a later run resumes the batch.
-            report.in_doubt.extend(_row(cl, error=str(exc)) for cl, _ in batch.items)
-            log.warning("send of batch %s failed, will resume after the lease: %s", batch.key, exc)
+            report.in_doubt.extend(_row(cl, error=str(outcome)) for cl, _ in batch.items)
+            log.warning("send of batch %s failed, will resume after the lease: %s", batch.key, outcome)
             return True
         now = ctx.clock.now()
         outcomes = []
-        for (cl, m), result in zip(batch.items, results):
+        for (cl, m), result in zip(batch.items, outcome):
             if result.ok:
                 outcomes.append((cl.id, ledger.sent(ctx.sender.name, result.provider_id, now)))
                 report.sent.append(_row(cl, subject=m["subject"], provider_id=result.provider_id))
@@ -377,7 +475,8 @@ class DeliveryRun:
             else:
                 outcomes.append((cl.id, ledger.failed(result.error or "refused for now", keep_message=True)))
                 report.failed.append(_row(cl, error=result.error))
-        lost = ledger.settle(ctx.engine, self.token, outcomes)
+        with self._phase("settle"):
+            lost = ledger.settle(ctx.engine, self.token, outcomes)
         if lost:
             # Sent by us after another run took the claim over: that run resends the same key and bytes,
             # which the provider recognises (Resend, outbox); SMTP has no such key (see README).
@@ -410,11 +509,55 @@ class DeliveryRun:
         return self.report
 
     def run(self) -> DeliveryReport:
-        self.prepare()
-        while self.claim_next():
-            while self.send_next():
-                pass
-        return self.finish()
+        with self._phase("prepare"):
+            self.prepare()
+        # The first batch goes alone: a run the provider refuses outright (bad key, unverified domain)
+        # stops before it has claimed anything more.
+        if self.claim_next() and self.send_next():
+            self._pipeline()
+        with self._phase("finish"):
+            return self.finish()
+
+    def _pipeline(self) -> None:
+        """Send the rest with the provider always holding one batch and the next one waiting behind it.
+
+        A batch is handed to the courier only after its freeze and its fence succeeded on this thread,
+        and at most one batch waits behind the one in the provider's hands. A fence older than a tenth of
+        the lease when the courier gets to it (the call before was slow) is renewed before the batch
+        goes, so the provider is handed a batch only under a fresh fence, as ``send_next`` does.
+        Outcomes are recorded here, in order, fenced by the token as always.
+        """
+        courier: _Courier | None = None
+        in_flight: deque[tuple[_Batch, Future]] = deque()
+        try:
+            while True:
+                while len(in_flight) < 2 and self.report.stopped is None and (self._batches or self.claim_next()):
+                    batch = self._batches.pop(0)
+                    if not self._fence(batch):
+                        break
+                    courier = courier or _Courier(self.ctx.sender, self.ctx.wall, self.ctx.lease / 10)
+                    in_flight.append((batch, courier.submit(batch, self._fenced_at)))
+                if not in_flight:
+                    return
+                batch, future = in_flight.popleft()
+                with self._phase("waiting for the provider"):
+                    try:
+                        outcome = future.result()
+                    except SendError as exc:
+                        outcome = exc
+                if outcome is STALE:
+                    if self.report.stopped is None and self._fence(batch):
+                        in_flight.append((batch, courier.submit(batch, self._fenced_at)))
+                    elif not batch.resumed:  # never handed over: back to the ledger, retryable
+                        with self._phase("settle"):
+                            ledger.release(self.ctx.engine, self.token, batch.ids,
+                                           "not sent: the run stopped before this message")
+                    continue
+                self._record(batch, outcome)
+        finally:
+            if courier is not None:
+                courier.close()
+                self.timings["provider (courier thread, overlapped)"] += courier.busy_s
 
 
 def deliver(ctx: DeliveryContext, due: list[Due], *, send_late: bool = False) -> DeliveryReport:

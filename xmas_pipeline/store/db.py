@@ -44,7 +44,10 @@ def engine_for(url: str) -> sa.Engine:
                 )
                 sa.event.listen(engine, "connect", _on_sqlite_connect)
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+                # psycopg2 runs an executemany UPDATE as one round trip per row unless told to batch them;
+                # the delivery ledger writes a whole batch of outcomes that way.
+                batch = {"executemany_mode": "values_plus_batch"} if sa.engine.make_url(url).get_driver_name() == "psycopg2" else {}
+                engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True, **batch)
             _engines[url] = engine
         if url not in _ready:
             upgrade_schema(engine)

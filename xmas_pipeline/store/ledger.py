@@ -94,6 +94,11 @@ def _insert(engine_or_conn) -> sa.Insert:
     return dialect.insert(deliveries)
 
 
+def _status_is(*statuses: str) -> sa.ColumnElement[bool]:
+    """``status IN (...)`` spelled so an executemany can use it (expanding IN lists cannot)."""
+    return sa.or_(*(c.status == s for s in statuses))
+
+
 def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -332,6 +337,47 @@ def take_over(
     return _claims(rows, token)
 
 
+def _held(conn: sa.Connection, token: str, ids: list[int]) -> set[int]:
+    """Lock this run's claims among ``ids`` for the rest of the transaction; returns the ids it still holds.
+
+    The no-op write takes the row locks on Postgres and SQLite's write lock, so nobody can take a row
+    over between this check and the writes that follow it in the same transaction.
+    """
+    held: set[int] = set()
+    for chunk in _chunks(ids):
+        held.update(
+            conn.execute(
+                deliveries.update()
+                .where(c.id.in_(chunk), c.claim_token == token, c.status == CLAIMED)
+                .values(claim_token=token)
+                .returning(c.id)
+            ).scalars()
+        )
+    return held
+
+
+def _write_held(conn: sa.Connection, token: str, rows: list[tuple[int, dict]]) -> set[int]:
+    """Write each row's values if this run still holds its claim; returns the ids it had lost.
+
+    One statement to lock and check, then one executemany per shape of values (a batch's outcomes have
+    at most four shapes), so a batch costs the same few round trips whatever its size.
+    """
+    held = _held(conn, token, [row_id for row_id, _ in rows])
+    shapes: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
+    for row_id, values in rows:
+        if row_id in held:
+            shapes.setdefault(tuple(sorted(values)), []).append((row_id, values))
+    for columns, items in shapes.items():
+        statement = (
+            deliveries.update()
+            # The fence stays in the statement itself, though the rows are locked: belt and braces.
+            .where(c.id == sa.bindparam("b_id"), c.claim_token == token, c.status == CLAIMED)
+            .values({col: sa.bindparam(f"b_{col}", type_=deliveries.c[col].type) for col in columns})
+        )
+        conn.execute(statement, [{"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}} for row_id, values in items])
+    return {row_id for row_id, _ in rows} - held
+
+
 def freeze(engine: sa.Engine, token: str, items: list[tuple[Claim, dict, str, int]],
            template_hashes: dict[int, str] | None = None) -> set[int]:
     """Store (message, batch key, hand-off count) on each claim before the provider sees it.
@@ -340,20 +386,17 @@ def freeze(engine: sa.Engine, token: str, items: list[tuple[Claim, dict, str, in
     message; a row re-frozen with its old bytes keeps the hash it had. Returns the ids this run no
     longer holds (nothing is written to those).
     """
-    lost: set[int] = set()
+    if not items:
+        return set()
     template_hashes = template_hashes or {}
+    rows = [
+        (cl.id, dict(message=json.dumps(message), subject=message.get("subject", "")[:500], batch_key=batch,
+                     handoffs=handoffs,
+                     **({"template_hash": template_hashes[cl.id]} if cl.id in template_hashes else {})))
+        for cl, message, batch, handoffs in items
+    ]
     with engine.begin() as conn:
-        for cl, message, batch, handoffs in items:
-            lineage = {"template_hash": template_hashes[cl.id]} if cl.id in template_hashes else {}
-            done = conn.execute(
-                deliveries.update()
-                .where(c.id == cl.id, c.claim_token == token, c.status == CLAIMED)
-                .values(message=json.dumps(message), subject=message.get("subject", "")[:500], batch_key=batch,
-                        handoffs=handoffs, **lineage)
-            ).rowcount
-            if not done:
-                lost.add(cl.id)
-    return lost
+        return _write_held(conn, token, rows)
 
 
 def renew(engine: sa.Engine, token: str, wall: dt.datetime) -> set[int]:
@@ -371,15 +414,10 @@ def renew(engine: sa.Engine, token: str, wall: dt.datetime) -> set[int]:
 
 def settle(engine: sa.Engine, token: str, outcomes: list[tuple[int, dict]]) -> set[int]:
     """Record outcomes, in one transaction, on rows this run still holds; returns the ids it had lost."""
-    lost: set[int] = set()
+    if not outcomes:
+        return set()
     with engine.begin() as conn:
-        for row_id, values in outcomes:
-            done = conn.execute(
-                deliveries.update().where(c.id == row_id, c.claim_token == token, c.status == CLAIMED).values(**values)
-            ).rowcount
-            if not done:
-                lost.add(row_id)
-    return lost
+        return _write_held(conn, token, outcomes)
 
 
 def sent(provider: str, provider_id: str | None, at: dt.datetime) -> dict:
@@ -417,29 +455,33 @@ def mark_skipped(engine: sa.Engine, skips: list[tuple[Due, str]], *, stale_befor
     With ``stale_before``, an abandoned claim (in doubt, renewed before then) is closed too, rather than
     resent to someone who may no longer be mailed; its reason says it was in doubt.
     """
+    if not skips:
+        return
+    row = c.id == sa.bindparam("b_id")
     with engine.begin() as conn:
-        for d, reason in skips:
+        conn.execute(
+            deliveries.update().where(row, _status_is(SCHEDULED, FAILED, LATE))
+            .values(status=SKIPPED, reason=sa.bindparam("b_reason")),
+            [{"b_id": d.id, "b_reason": reason[:4000]} for d, reason in skips],
+        )
+        if stale_before is not None:
             conn.execute(
-                deliveries.update()
-                .where(c.id == d.id, c.status.in_([SCHEDULED, FAILED, LATE]))
-                .values(status=SKIPPED, reason=reason[:4000])
+                deliveries.update().where(row, c.status == CLAIMED, c.claimed_at < stale_before)
+                .values(status=SKIPPED, reason=sa.bindparam("b_reason")),
+                [{"b_id": d.id, "b_reason": f"{reason} (an earlier send of it was in doubt)"[:4000]} for d, reason in skips],
             )
-            if stale_before is not None:
-                conn.execute(
-                    deliveries.update()
-                    .where(c.id == d.id, c.status == CLAIMED, c.claimed_at < stale_before)
-                    .values(status=SKIPPED, reason=f"{reason} (an earlier send of it was in doubt)"[:4000])
-                )
 
 
 def mark_late(engine: sa.Engine, lates: list[tuple[Due, dt.timedelta, str]]) -> None:
+    if not lates:
+        return
     with engine.begin() as conn:
-        for d, late_by, reason in lates:
-            conn.execute(
-                deliveries.update()
-                .where(c.id == d.id, c.status.in_([SCHEDULED, FAILED]))
-                .values(status=LATE, late_by_s=int(late_by.total_seconds()), reason=reason[:4000])
-            )
+        conn.execute(
+            deliveries.update().where(c.id == sa.bindparam("b_id"), _status_is(SCHEDULED, FAILED))
+            .values(status=LATE, late_by_s=sa.bindparam("b_late_by_s"), reason=sa.bindparam("b_reason")),
+            [{"b_id": d.id, "b_late_by_s": int(late_by.total_seconds()), "b_reason": reason[:4000]}
+             for d, late_by, reason in lates],
+        )
 
 
 def record_external(engine: sa.Engine, items: list[tuple[str, str, int, dt.datetime | None, dt.datetime, str]]) -> list[str]:

@@ -225,3 +225,76 @@ def test_xmas_retry_puts_skipped_steps_back(settings, make_settings, monkeypatch
     assert xmas(["send-due"]) == 0
     assert sorted(r.status for r in ledger.rows_for(engine) if r.step == 2) == ["sent", "sent"]
     assert len([p for p in os.listdir(settings.outbox_dir) if "-s2" in p]) == 2
+
+
+class HookedResend(ResendSender):
+    """A Resend sender that runs ``hooks[n]`` (in the sending thread) just before its n-th call (1-based)."""
+
+    def __init__(self, *args, hooks: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hooks = hooks
+        self.calls: list[list[str]] = []  # provider keys per call
+
+    def send(self, batch_key, messages):
+        self.calls.append([m.key for m in messages])
+        hook = self.hooks.get(len(self.calls))
+        if hook is not None:
+            hook()
+        return super().send(batch_key, messages)
+
+
+def test_a_configuration_error_mid_run_leaves_the_batch_waiting_behind_it_unsent_and_retryable(settings, make_settings):
+    """Pipelined: batch 3 is frozen and queued while batch 2 is refused; the courier never hands it over."""
+    enroll(settings, *LEADS)
+    wall = Wall()
+    with ResendEmulator(rate_limit=None) as emulator:
+        plain = lambda: ResendSender(emulator.api_key, api_url=emulator.api_url, sleep=lambda s: None)  # noqa: E731
+        (ctx,) = contexts(make_settings, settings, Provider("resend", plain, None), wall, count=1)
+        ctx.sender = HookedResend(emulator.api_key, api_url=emulator.api_url, sleep=lambda s: None,
+                                  hooks={2: lambda: emulator.fail_next(1, status=403, name="validation_error")})
+        ctx.sender.max_batch = 2  # three batches: the first alone, then two pipelined
+        report = deliver(ctx, owed_now(ctx))
+        assert report.configuration_error and "verify the sender's domain" in report.stopped
+        assert len(ctx.sender.calls) == 2 and len(emulator.sent) == 2  # batch 3 never reached the provider
+        rows = [r for r in ledger.rows_for(ctx.engine) if r.step == 2]
+        assert sorted(r.status for r in rows) == ["failed"] * 4 + ["sent"] * 2
+        assert all("verify the sender's domain" in r.reason and r.message is None for r in rows if r.status == "failed")
+        ctx.sender = plain()  # the operator fixes the setup
+        assert len(deliver(ctx, owed_now(ctx)).sent) == 4
+        assert len(emulator.sent) == 6 and len({m["to"][0] for m in emulator.sent}) == 6
+
+
+def test_a_batch_whose_fence_aged_behind_a_slow_call_is_fenced_again_and_not_sent_once_lost(settings, make_settings):
+    """Batch 3 waits behind batch 2; batch 2's call stalls past the lease and another run takes both over.
+
+    The courier finds batch 3's fence too old and hands it back unsent; run 1, which learned from batch 2's
+    settle that it lost its claims, stops. Run 1 never hands batch 3 over: on a provider without
+    idempotency keys that would be a second copy.
+    """
+    enroll(settings, *LEADS)
+    wall = Wall()
+    with ResendEmulator(rate_limit=None) as emulator:
+        plain = lambda: ResendSender(emulator.api_key, api_url=emulator.api_url, sleep=lambda s: None)  # noqa: E731
+        first, second = contexts(make_settings, settings, Provider("resend", plain, None), wall)
+        reports = {}
+
+        def stall_past_the_lease():
+            deadline = time.time() + 10  # until run 1 has frozen batch 3 behind this call
+            while time.time() < deadline and sum(r.message is not None for r in ledger.rows_for(first.engine)
+                                                  if r.step == 2 and r.status == "claimed") < 4:
+                time.sleep(0.01)
+            wall.now += first.lease + dt.timedelta(seconds=1)
+            reports["two"] = deliver(second, owed_now(second))
+
+        first.sender = HookedResend(emulator.api_key, api_url=emulator.api_url, sleep=lambda s: None,
+                                    hooks={2: stall_past_the_lease})
+        first.sender.max_batch = second.sender.max_batch = 2
+        report = deliver(first, owed_now(first))
+        assert reports["two"].resumed == 4 and len(reports["two"].sent) == 4
+        assert len(first.sender.calls) == 2  # batches 1 and 2; batch 3's stale fence failed on renewal
+        # Batch 2 reached the provider twice under one key (Resend kept one copy); its settle found the loss.
+        assert len(report.sent) == 4 and len(report.lost) == 2 and "lost the claim" in report.stopped
+        assert len(emulator.sent) == 6 and len({m["to"][0] for m in emulator.sent}) == 6
+    rows = [r for r in ledger.rows_for(first.engine) if r.step == 2]
+    assert [r.status for r in rows] == ["sent"] * 6
+    assert Counter(r.run_id for r in rows) == {"run-1": 2, "run-2": 4}
