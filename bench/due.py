@@ -233,6 +233,11 @@ def load_postgres(url: str, n: int, home) -> None:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS. Not getrusage: Linux carries ru_maxrss over exec, so a child would
+    report its parent's (the data generator's) peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
