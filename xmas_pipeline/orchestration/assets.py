@@ -12,16 +12,16 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from xmas_pipeline.campaign.journey import ExitReason, Journey, Journeys
+from xmas_pipeline.campaign.journey import ExitReason, Journeys
 from xmas_pipeline.campaign.rendering import check_template
-from xmas_pipeline.campaign.timetable import campaign_day, day_bounds, local_time
+from xmas_pipeline.campaign.timetable import local_time
 from xmas_pipeline.crm.base import CRMSchemaError
 from xmas_pipeline.delivery import DeliveryReport, deliver
+from xmas_pipeline.due_report import PREVIEW_COLUMNS, PREVIEW_ROWS, due_report, window
 from xmas_pipeline.orchestration.jobs import NOTION_POOL
 from xmas_pipeline.orchestration.partitions import daily_partitions
 from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.orchestration.ticks import ticks_before
-from xmas_pipeline.planning import plan_unplanned
 from xmas_pipeline.settings import Settings
 from xmas_pipeline.store import funnel as funnel_store
 from xmas_pipeline.store import ledger, mirror
@@ -30,8 +30,6 @@ from xmas_pipeline.store.schema import sequences as sequences_table
 from xmas_pipeline.sync import SyncReport, sync_contacts, sync_sequences
 
 GROUP = "campaign"
-LISTED_DAY = "emails_due:last_listed_day"  # read by the delivery schedule
-PREVIEW_ROWS = 50
 
 
 class MirrorConfig(dg.Config):
@@ -57,12 +55,6 @@ def _counts_md(pairs: list[tuple], headers: list[str]) -> dg.MetadataValue:
 
 def _store_kind(settings: Settings) -> str:
     return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
-
-
-def _window(campaign: Journey, day: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
-    """The day's bounds, and whether it is the live day (today or later), which carries over earlier days."""
-    start, end = day_bounds(campaign, day)
-    return start, end, day >= campaign_day(campaign, now)
 
 
 def build_assets(journeys: Journeys, settings: Settings) -> list:
@@ -160,33 +152,19 @@ def build_assets(journeys: Journeys, settings: Settings) -> list:
     def emails_due(context: dg.AssetExecutionContext, xmas: XmasResource) -> dg.MaterializeResult:
         """What this campaign day owes: its steps not yet sent (today's run also lists earlier days' leftovers)."""
         ctx = xmas.delivery(run_id=context.run_id)
-        now = ctx.clock.now()
-        planned = plan_unplanned(ctx.engine, ctx.journeys, day_seconds=ctx.clock.day_seconds, now=now)
-        start, end, live = _window(ctx.campaign, dt.date.fromisoformat(context.partition_key), now)
-        due = ledger.owed(ctx.engine, ctx.journeys.names, start, end, carry_over=live)
-        if live:  # the schedule's "first tick of the day" run has happened
-            mirror.set_cursor(ctx.engine, LISTED_DAY, context.partition_key)
-        carried = due["due_at"] < pd.Timestamp(start)
-        preview = [
-            dict(r, due_at=local_time(ctx.campaign, r["due_at"]), day="earlier day" if r["due_at"] < start else "this day")
-            for r in due.head(PREVIEW_ROWS).to_dict("records")
-        ]
-        max_late = due["campaign"].map({j.name: j.late_send.max_lateness for j in ctx.journeys})
-        come = due["due_at"] <= pd.Timestamp(now)
-        over = come & (due["status"] != ledger.LATE) & ~due["late_ok"] & (pd.Timestamp(now) - due["due_at"] > max_late)
+        report = due_report(ctx.engine, ctx.journeys, dt.date.fromisoformat(context.partition_key), ctx.clock.now(),
+                            day_seconds=ctx.clock.day_seconds)
         return dg.MaterializeResult(
             metadata={
-                "due": int((~carried).sum()),
-                "carried_over": int(carried.sum()),
-                "sendable_now": int((come & ~over & (due["status"] != ledger.LATE)).sum()),
-                "over_max_lateness": int(over.sum()),  # the next delivery run records these as late
-                "recorded_late": int((due["status"] == ledger.LATE).sum()),
-                "sequences_planned": planned,
-                "by_journey_step_and_segment": _counts_md(
-                    list(due.groupby(["campaign", "step", "segment"]).size().reset_index().itertuples(index=False, name=None)),
-                    ["journey", "step", "segment", "emails"],
-                ),
-                "preview": _table(preview, ["email", "campaign", "step", "segment", "template", "due_at", "status", "day"]),
+                "due": report.due,
+                "carried_over": report.carried_over,
+                "sendable_now": report.sendable_now,
+                "over_max_lateness": report.over_max_lateness,  # the next delivery run records these as late
+                "recorded_late": report.recorded_late,
+                "sequences_planned": report.sequences_planned,
+                "by_journey_step_and_segment": _counts_md(report.by_journey_step_and_segment,
+                                                          ["journey", "step", "segment", "emails"]),
+                "preview": _table(report.preview, PREVIEW_COLUMNS),
             }
         )
 
@@ -211,7 +189,7 @@ def build_assets(journeys: Journeys, settings: Settings) -> list:
             raise CRMSchemaError(problems)
         now = ctx.clock.now()
         day = dt.date.fromisoformat(context.partition_key)
-        start, end, live = _window(ctx.campaign, day, now)
+        start, end, live = window(ctx.campaign, day, now)
         due = ledger.owed(ctx.engine, ctx.journeys.names, start, end, carry_over=live)
         report = deliver(ctx, ledger.dues(due), send_late=config.send_late)
         for error in report.crm_errors:

@@ -7,7 +7,7 @@ import dagster as dg
 from xmas_pipeline.campaign.clock import wall_now
 from xmas_pipeline.campaign.journey import Journeys
 from xmas_pipeline.campaign.timetable import campaign_day, local_time
-from xmas_pipeline.orchestration.assets import LISTED_DAY
+from xmas_pipeline.due_report import LISTED_DAY
 from xmas_pipeline.orchestration.jobs import DELIVERY_JOB
 from xmas_pipeline.orchestration.resources import XmasResource
 from xmas_pipeline.store import ledger, mirror
