@@ -81,6 +81,16 @@ def _private_sqlite_file(path: Path) -> None:
             os.chmod(name, 0o600)
 
 
+def _fill_segment_copies(conn: sa.Connection) -> None:
+    from xmas_pipeline.store.ledger import copy_segments  # the ledger imports this module's neighbours
+
+    copy_segments(conn, None)
+
+
+# Columns that copy data held elsewhere: filled once when an older database gains them.
+_BACKFILLS = {("deliveries", "segment"): _fill_segment_copies}
+
+
 def upgrade_schema(engine: sa.Engine) -> None:
     """Create missing tables, then add the columns and indexes newer code expects (additive changes only)."""
     metadata.create_all(engine, checkfirst=True)
@@ -92,6 +102,8 @@ def upgrade_schema(engine: sa.Engine) -> None:
                 if column.name not in have:
                     ddl = column.type.compile(dialect=engine.dialect)
                     conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+                    if (table.name, column.name) in _BACKFILLS:
+                        _BACKFILLS[table.name, column.name](conn)
             indexes = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
                 if index.name not in indexes:

@@ -133,6 +133,7 @@ def plan(conn: sa.Connection, *, campaign: str, sequence_key: str, email: str, s
     ]
     if rows:
         conn.execute(_insert(conn).values(rows).on_conflict_do_nothing())
+        copy_segments(conn, [sequence_key])
     conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(planned_at=now))
 
 
@@ -156,6 +157,16 @@ def replan(conn: sa.Connection, *, sequence_key: str, steps: list, reset: bool =
                     **lineage)
         ).rowcount
     return moved
+
+
+def copy_segments(conn: sa.Connection, keys: list[str] | None) -> None:
+    """Bring the ledger rows' copy of their sequence's segment up to date (all rows when ``keys`` is None)."""
+    current = sa.select(sequences.c.segment).where(sequences.c.sequence_key == c.sequence_key).scalar_subquery()
+    if keys is None:
+        conn.execute(deliveries.update().values(segment=current))
+        return
+    for chunk in _chunks(keys):
+        conn.execute(deliveries.update().where(c.sequence_key.in_(chunk)).values(segment=current))
 
 
 def unplanned(engine: sa.Engine, campaign: str, limit: int = 5000) -> list[sa.RowMapping]:

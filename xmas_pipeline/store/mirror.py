@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from xmas_pipeline.campaign.tokens import sequence_number
 from xmas_pipeline.campaign.records import ContactRecord, SequenceRecord, TemplateRecord
+from xmas_pipeline.store.ledger import copy_segments
 from xmas_pipeline.store.schema import contacts, sequences, sync_cursors, templates
 
 
@@ -54,6 +55,7 @@ def upsert_sequences(engine: sa.Engine, records: list[SequenceRecord], now: dt.d
             elif current is None:
                 values["status"] = "active"
             _upsert(conn, sequences, "sequence_key", values)
+        copy_segments(conn, [r.sequence_key for r in records])
     return len(records)
 
 
@@ -67,6 +69,8 @@ def insert_sequence(
 
 def update_sequence(conn: sa.Connection, sequence_key: str, now: dt.datetime, **values) -> None:
     conn.execute(sequences.update().where(sequences.c.sequence_key == sequence_key).values(updated_at=now, **values))
+    if "segment" in values:
+        copy_segments(conn, [sequence_key])
 
 
 def emails_for_booking(engine: sa.Engine, booking_uid: str) -> set[str]:

@@ -111,6 +111,9 @@ deliveries = sa.Table(
     sa.Column("sequence_key", sa.String(64), nullable=False),
     sa.Column("seq_no", sa.BigInteger),
     sa.Column("campaign", sa.String(120)),  # the journey this step belongs to
+    # A copy of the sequence's segment (kept in step by ledger.copy_segments), so the funnel groups the
+    # ledger without joining a million sequences to it.
+    sa.Column("segment", sa.String(16)),
     sa.Column("step", sa.Integer, nullable=False),
     sa.Column("template", sa.String(200)),
     sa.Column("email", sa.String(320), nullable=False),

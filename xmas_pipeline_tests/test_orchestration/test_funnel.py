@@ -146,3 +146,27 @@ def test_an_empty_campaign_has_a_funnel_of_zeros(world):
     [funnel] = result.asset_materializations_for_node("campaign_funnel")
     assert funnel.metadata["enrolled"].value == 0 and funnel.metadata["sent"].value == 0
     assert funnel.metadata["funnel"].value == "_no lead enrolled yet_"
+
+
+def test_a_re_signup_moves_the_lead_to_its_new_segment_in_the_funnel(world):
+    """The ledger keeps a copy of the segment (so the funnel needs no join): a re-signup must update it."""
+    from xmas_pipeline.store import funnel, inbound
+
+    _, settings_at = world
+    settings = settings_at(at(2026, 11, 5, 10, 0))
+    engine = engine_for(settings.database_url)
+    enroll_events(delivery_context(settings), [signup(settings, "mover@example.com", red_systems=0, orange_systems=0)])
+    before = funnel.compute(engine, [JOURNEY], settings.clock.now()).steps
+    assert set(before["segment"]) == {"OPTIMIZE"} and before["enrolled"].sum() == 7
+
+    again = settings_at(at(2026, 11, 6, 10, 0))
+    event = inbound.NewEvent(
+        idempotency_key="mover@example.com|second", kind="signup", email="mover@example.com",
+        payload={"email": "mover@example.com", "first_name": "Mo", "red_systems": 3, "orange_systems": 0},
+        received_at=again.clock.now(), client_ip="203.0.113.9", user_agent="pytest",
+    )
+    enroll_events(delivery_context(again), [inbound.enqueue(engine, event).event_id])
+    after = funnel.compute(engine, [JOURNEY], again.clock.now()).steps
+    assert set(after["segment"]) == {"CRITICAL"} and after["enrolled"].sum() == 7
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.select(deliveries.c.segment)).scalars()) == {"CRITICAL"}
