@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # dagster core 1.13.N pairs with its libraries 0.29.N and each library pins core exactly;
 # unpinned, pip backtracks to a 2021 dagster-postgres. Move these four together.
@@ -9,7 +9,9 @@ setup(
     name="xmas_pipeline",
     version="0.1.0",
     description="A holiday lead-nurture email campaign run by Dagster, with Notion as the CRM.",
-    packages=find_packages(exclude=["xmas_pipeline_tests", "xmas_pipeline_tests.*"]),
+    # Namespace discovery so the template folders count as package data directories; plain find_packages
+    # makes setuptools print a screenful of "Package would be ignored" warnings on every install.
+    packages=find_namespace_packages(include=["xmas_pipeline", "xmas_pipeline.*"]),
     package_data={"xmas_pipeline": ["campaign/files/*.yaml", "campaign/files/templates/*/*"]},
     include_package_data=True,
     python_requires=">=3.11",
