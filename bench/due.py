@@ -136,6 +136,7 @@ def generate(n: int, home, seed: int = 11):
             "sequence_key": key_flat,
             "seq_no": np.repeat(seq_no, steps),
             "campaign": name,
+            "segment": np.repeat(segment, steps),  # the ledger's copy of its sequence's segment (the funnel's)
             "step": step_no,
             "template": np.char.add("email_", step_no.astype(str)),
             "email": np.repeat(email, steps),
@@ -246,8 +247,9 @@ def _rss_mb() -> float:
 
 def child_ours(url: str) -> dict:
     """The asset's body, timed; then the deliveries asset's read (owed + dues) for information."""
+    from xmas_pipeline.campaign.journey import ExitReason
     from xmas_pipeline.due_report import due_report, window
-    from xmas_pipeline.store import ledger
+    from xmas_pipeline.store import funnel, ledger
     from xmas_pipeline.store.db import engine_for
 
     js = journeys()
@@ -266,8 +268,14 @@ def child_ours(url: str) -> dict:
     t0 = time.perf_counter()
     dues = ledger.dues(frame)
     dues_s = time.perf_counter() - t0
+    # The other thing every delivery tick refreshes: the campaign_funnel asset's query, over the whole ledger.
+    t0 = time.perf_counter()
+    counts = funnel.compute(engine, js.names, NOW,
+                            booking_goal=[j.name for j in js if ExitReason.BOOKED_CALL in j.exits]).totals()
+    funnel_s = time.perf_counter() - t0
     return {
         "seconds": seconds, "runs": runs, "peak_rss_mb": rss, "owed_s": owed_s, "dues_s": dues_s, "dues": len(dues),
+        "funnel_s": funnel_s, "funnel_rss_mb": _rss_mb(), "funnel": counts,
         "due": report.due, "carried_over": report.carried_over, "sendable_now": report.sendable_now,
         "over_max_lateness": report.over_max_lateness, "recorded_late": report.recorded_late,
         "planned": report.sequences_planned,
@@ -378,6 +386,8 @@ def main() -> None:
           f"peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
     print(f"  deliveries' read of the same day: owed() {ours['owed_s']:.2f} s, dues() {ours['dues_s']:.2f} s "
           f"for {ours['dues']:,} Due objects", flush=True)
+    print(f"  campaign_funnel over the whole ledger: {ours['funnel_s']:.2f} s, peak RSS {ours['funnel_rss_mb']:.0f} MB "
+          f"({ours['funnel']})", flush=True)
 
     postgres_s, pg_rss, why = None, 0.0, None
     if args.pg != "none":
@@ -395,7 +405,9 @@ def main() -> None:
         postgres_s, pg_rss = pg["seconds"], pg["peak_rss_mb"]
         print(f"PostgreSQL: same {rows:,} rows in {postgres_s:.2f} s (median; runs "
               f"{', '.join(f'{r:.2f}' for r in pg['runs'])} s), peak RSS {pg_rss:.0f} MB; "
-              f"deliveries' read: owed() {pg['owed_s']:.2f} s, dues() {pg['dues_s']:.2f} s", flush=True)
+              f"deliveries' read: owed() {pg['owed_s']:.2f} s, dues() {pg['dues_s']:.2f} s; "
+              f"campaign_funnel {pg['funnel_s']:.2f} s", flush=True)
+        assert pg["funnel"] == ours["funnel"], (pg["funnel"], ours["funnel"])
     else:
         print(f"PostgreSQL not measured: {why}", flush=True)
 
@@ -411,6 +423,8 @@ def main() -> None:
         "peak_rss_mb": round(max(ours["peak_rss_mb"], pg_rss), 1),
         "loop_s": round(loop["seconds"], 2),
         "speedup": round(loop["seconds"] / ours["seconds"], 1),
+        "funnel_sqlite_s": round(ours["funnel_s"], 3),
+        "funnel_postgres_s": None if postgres_s is None else round(pg["funnel_s"], 3),
     }))
 
 

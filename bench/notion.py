@@ -84,7 +84,9 @@ def enroll_worker(first: int, last: int, batch: int) -> None:
     ids = list(range(first, last + 1))
     calls = rate_limited = enrolled = 0
     for start in range(0, len(ids), batch):
-        ctx = delivery_context(settings)
+        # A run id as a Dagster run has one: without it the run would also write back the concurrent
+        # delivery run's sends (run_id None means "every unsynced send"), doubling those Notion writes.
+        ctx = delivery_context(settings, run_id=f"bench-enroll-{os.getpid()}-{start}")
         report = enroll_events(ctx, ids[start:start + batch])
         enrolled += len(report.enrolled)
         calls += sum(ctx.crm.api.calls.values())

@@ -288,6 +288,11 @@ def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
 # --- xmas send-due, retry, stop, unsubscribe ------------------------------------------------------
 
 
+def cli_run_id() -> str:
+    """A run id of its own per command: two `xmas` commands at once each write back only their own sends."""
+    return f"cli-{os.urandom(4).hex()}"
+
+
 def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.backends import delivery_context
     from xmas_pipeline.campaign.timetable import campaign_day, day_bounds
@@ -295,7 +300,7 @@ def cmd_send_due(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.planning import plan_unplanned
     from xmas_pipeline.store import ledger
 
-    ctx = delivery_context(settings, run_id="cli")
+    ctx = delivery_context(settings, run_id=cli_run_id())
     now = ctx.clock.now()
     today = campaign_day(ctx.campaign, now)
     try:
@@ -459,7 +464,7 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     from xmas_pipeline.delivery import sync_crm
     from xmas_pipeline.store import mirror, suppressions
 
-    ctx = delivery_context(settings, run_id="cli")
+    ctx = delivery_context(settings, run_id=cli_run_id())
     engine, now = ctx.engine, ctx.clock.now()
     email = args.email.strip().lower()
     # The local stop comes first and alone decides what is sent: it must not wait for the CRM.

@@ -272,7 +272,7 @@ def _delivery_metadata(ctx, report: DeliveryReport, start: dt.datetime, end: dt.
         "sent_this_day_list": _table(
             [{"email": r.email, "journey": r.campaign, "step": r.step, "subject": r.subject,
               "sent_at": local_time(campaign, r.sent_at),
-              "by": "enrollment or CLI" if (r.run_id or "") in ("", "cli") else r.run_id[:8],
+              "by": "enrollment or CLI" if (r.run_id or "cli").startswith("cli") else r.run_id[:8],
               **_lineage(r)} for r in went_out],
             ["email", "journey", "step", "subject", "sent_at", "by", "event_id", "template", "run_id", "provider_id"],
         ),
