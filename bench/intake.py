@@ -31,7 +31,8 @@ Three load regimes, because a ratio to ``bare`` means little without saying unde
    ``httpx.AsyncClient``. Such a client spends ~450 us of CPU per request, far more than bare Starlette
    (~30-60 us), so ``bare`` then measures the client's ceiling and the ratio says whether the intake
    keeps up with realistic senders, not what it costs per request. It used to be this bench's headline;
-   that flattered us (about 0.5x against about 0.25x server-bound), so it is now only a second line.
+   that flattered us (0.90x under httpx against 0.16x server-bound on a quiet 2-core machine, 2026-12-03),
+   so it is now only a second line.
    Two fixes keep that client from being absurdly slow: one AsyncClient per worker (httpcore 1.0's pool
    bookkeeping is quadratic in its connections), and a cached miss for ``sniffio``, which httpcore
    1.0.x otherwise re-imports on every request when it is absent (encode/httpcore#1103).

@@ -51,8 +51,11 @@ def _segment(column) -> sa.ColumnElement:
     return sa.func.coalesce(column, "")
 
 
-def _frame(rows, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+def _frame(rows, columns: list[str], keys: list[str]) -> pd.DataFrame:
+    """Rows as a frame, a missing segment (NULL) read as "" and merged with any "" group."""
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    frame["segment"] = frame["segment"].fillna("")
+    return frame.groupby(keys, as_index=False, sort=False).sum() if frame.duplicated(keys).any() else frame
 
 
 def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, booking_goal: Iterable[str] = ()) -> Funnel:
@@ -64,7 +67,9 @@ def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, boo
     names = list(journeys)
     goal = [g for g in booking_goal if g in names]
     # The ledger rows carry their sequence's segment: a single-table GROUP BY, no join to the sequences.
-    ledger_seg = _segment(d.segment).label("segment")
+    # Grouped by the bare columns, in ix_deliveries_funnel's order, so the database streams the covering
+    # index instead of sorting 7M rows (a missing segment, NULL, becomes "" in Python).
+    ledger_seg = d.segment.label("segment")
     per_step = (
         sa.select(
             d.campaign, d.step, ledger_seg,
@@ -78,7 +83,7 @@ def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, boo
             _count_if(d.event == "complained").label("complained"),
         )
         .where(d.campaign.in_(names))
-        .group_by(d.campaign, d.step, _segment(d.segment))
+        .group_by(d.campaign, d.step, d.segment)
     )
     # Unique messages: a lead who opens an email five times counts once. The events are folded per message
     # first, so the join starts from the (few) messages with events, not from the whole ledger.
@@ -100,7 +105,7 @@ def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, boo
         )
         .select_from(per_message.join(deliveries, d.id == per_message.c.delivery_id))
         .where(d.campaign.in_(names))
-        .group_by(d.campaign, d.step, _segment(d.segment))
+        .group_by(d.campaign, d.step, d.segment)
     )
     # Reasons carry details (a date, a provider's words): grouped by what a marketer acts on.
     why = sa.case(
@@ -114,7 +119,7 @@ def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, boo
     skipped = (
         sa.select(d.campaign, d.step, ledger_seg, why.label("reason"), sa.func.count().label("skipped"))
         .where(d.campaign.in_(names), d.status == SKIPPED)
-        .group_by(d.campaign, d.step, _segment(d.segment), why)
+        .group_by(d.campaign, d.step, d.segment, why)
     )
     stopped = _stops(names, goal)
     enrolled = sa.select(sa.func.count()).select_from(sequences).where(s.campaign.in_(names))
@@ -122,11 +127,11 @@ def compute(engine: sa.Engine, journeys: Iterable[str], now: dt.datetime, *, boo
         if conn.dialect.name == "postgresql":
             # A few scans of big tables: compiling them (JIT) costs more than it saves.
             conn.execute(sa.text("SET LOCAL jit = off"))
-        steps = _frame(conn.execute(per_step), ["journey", "step", "segment", "enrolled", "due", "sent", "skipped",
-                                                "late", "failed", "bounced", "complained"])
-        opens = _frame(conn.execute(engaged), ["journey", "step", "segment", "delivered", "opened", "clicked"])
-        reasons = _frame(conn.execute(skipped), ["journey", "step", "segment", "reason", "skipped"])
-        stops = _frame(conn.execute(stopped), ["journey", "step", "segment", "unsubscribed", "booked_call"])
+        steps = _frame(conn.execute(per_step), [*KEYS, "enrolled", "due", "sent", "skipped", "late", "failed",
+                                                "bounced", "complained"], KEYS)
+        opens = _frame(conn.execute(engaged), [*KEYS, "delivered", "opened", "clicked"], KEYS)
+        reasons = _frame(conn.execute(skipped), [*KEYS, "reason", "skipped"], [*KEYS, "reason"])
+        stops = _frame(conn.execute(stopped), [*KEYS, "unsubscribed", "booked_call"], KEYS)
         total = conn.execute(enrolled).scalar_one()
     table = steps.merge(opens, on=KEYS, how="outer").merge(stops, on=KEYS, how="outer")
     for column in COUNTS:
