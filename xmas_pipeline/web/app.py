@@ -127,6 +127,18 @@ async def read_body(request: Request, limit: int = MAX_BODY, declared: str | Non
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def json_body(request: Request) -> bytes | Response:
+    """A JSON webhook's raw body, or the answer refusing it: 415 not JSON, 413 too large, 400 cut off."""
+    if not is_json(request.headers.get("content-type")):
+        return not_json()
+    try:
+        return await read_body(request)
+    except BodyTooLarge:
+        return too_large()
+    except ClientDisconnect:
+        return Response(status_code=400)
+
+
 def error_detail(exc: ValidationError, prefix: str = "body") -> list[dict[str, Any]]:
     """Pydantic errors in FastAPI's shape, every bad field at once (no input echoed back)."""
     return [{"loc": [prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -463,14 +475,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.cal_secret:
             return _json(503, {"error": "XMAS_CAL_SECRET not configured: set it to the Cal.com webhook's secret"},
                          RETRY_LATER)
-        if not is_json(request.headers.get("content-type")):
-            return not_json()
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return too_large()
-        except ClientDisconnect:
-            return Response(status_code=400)
+        body = await json_body(request)
+        if isinstance(body, Response):
+            return body
         if not verify_cal_signature(settings.cal_secret, body, request.headers.get(CAL_SIGNATURE)):
             return _json(401, {"error": f"missing or invalid {CAL_SIGNATURE}"})
         try:
@@ -549,12 +556,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Record delivered/opened/clicked/bounced/complained per message (once per Svix id); hard bounces and complaints suppress."""
         if not resend_verifiers:
             return _json(503, {"error": "RESEND_WEBHOOK_SECRET not configured"}, RETRY_LATER)
-        if not is_json(request.headers.get("content-type")):
-            return not_json()
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return too_large()
+        body = await json_body(request)
+        if isinstance(body, Response):
+            return body
         h = request.headers
         svix_headers = {
             "webhook-id": h.get("svix-id", ""),

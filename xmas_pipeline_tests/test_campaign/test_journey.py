@@ -25,7 +25,6 @@ from xmas_pipeline.settings import DEFAULT_CAMPAIGN_FILE
 
 FILES = Path(DEFAULT_CAMPAIGN_FILE).parent
 TEMPLATES = FILES / "templates"
-#: Variables the new reminder templates use that variables.py does not provide yet (the lead adds them).
 
 HEAD = """\
 name: Test journey
