@@ -49,6 +49,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import pgdb  # noqa: E402
 from xmas_pipeline.campaign.journey import load_journeys_from  # noqa: E402
 from xmas_pipeline.settings import DEFAULT_CAMPAIGNS_DIR  # noqa: E402
 
@@ -337,19 +338,6 @@ def run_child(kind: str, target: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _pg_reason(url: str) -> str | None:
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no Postgres here"
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    return None
-
-
 SAME = ("due", "carried_over", "sendable_now", "over_max_lateness", "recorded_late", "groups", "preview")
 
 
@@ -391,7 +379,7 @@ def main() -> None:
 
     postgres_s, pg_rss, why = None, 0.0, None
     if args.pg != "none":
-        why = _pg_reason(args.pg)
+        why = pgdb.unavailable(args.pg)
     else:
         why = "--pg none"
     if why is None:

@@ -4,14 +4,14 @@ N sequences (default 3,000) are created and planned with the store functions enr
 signed up two days ago, so its email 2 is due now (email 1 went out from the website). The timed part
 is one ``deliver()`` call over everything owed: claims, rendering, ledger writes, the provider calls,
 the write-back. The emulator runs in its own process (Resend is not in ours) and allows 2 requests/s
-per key, so the ceiling is 2 x 100 = 200 emails/s. SQLite (a file) always; PostgreSQL too when a URL
-is given. The last line printed is JSON (SQLite's figures, plus ``postgres_*`` when measured).
+per key, so the ceiling is 2 x 100 = 200 emails/s. SQLite (a file) always; PostgreSQL too when its server
+is reachable. The last line printed is JSON (SQLite's figures, plus ``postgres_*`` when measured).
 
-Measured on a shared 2-core box (load ~2): 0.947 SQLite, 0.950 PostgreSQL; the same bench on the
-per-row, unpipelined path gave 0.865 and 0.818. What is left is fixed cost: ``prepare`` and the first
+Measured on a quiet 2-core box (2026-12-03): 0.969 SQLite, 0.968 PostgreSQL (0.947 and 0.950 on a
+shared one, load ~2); the same bench on the per-row, unpipelined path gave 0.865 and 0.818. What is left is fixed cost: ``prepare`` and the first
 batch, which goes alone before the pipeline starts.
 
-    .venv/bin/python bench/send.py [N] [--postgres postgresql+psycopg2://postgres@127.0.0.1:5432/test_send]
+    .venv/bin/python bench/send.py [N] [--postgres URL|none]   (default: bench_send on 127.0.0.1:5432)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 # The emulator lives in the test package, which is not installed: import it from the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import pgdb  # noqa: E402
 from xmas_pipeline.backends import delivery_context  # noqa: E402
 from xmas_pipeline.campaign.segments import classify  # noqa: E402
 from xmas_pipeline.campaign.timetable import campaign_day, day_bounds  # noqa: E402
@@ -39,6 +40,7 @@ from xmas_pipeline.settings import load_settings  # noqa: E402
 from xmas_pipeline.store import db, ledger, mirror  # noqa: E402
 from xmas_pipeline.campaign.tokens import sequence_key  # noqa: E402
 
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/bench_send"
 NOW = "2026-11-05T10:00:00-05:00"
 LIMIT = 2  # Resend's default: 2 requests per second per API key
 BATCH = 100  # emails per /emails/batch call
@@ -141,13 +143,17 @@ def measure(label: str, database_url: str, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("count", nargs="?", type=int, default=3000)
-    parser.add_argument("--postgres", default=os.environ.get("XMAS_BENCH_POSTGRES_URL"))
+    parser.add_argument("--postgres", default=os.environ.get("XMAS_BENCH_POSTGRES_URL", PG_URL),
+                        help="Postgres URL (its database is created when missing), or 'none'")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         result = measure("sqlite", f"sqlite:///{folder}/bench.db", args.count)
     out = {"sequences": args.count, **{k: v for k, v in result.items() if k != "phases_s"}}
-    if args.postgres:
+    why = "--postgres none" if args.postgres == "none" else pgdb.unavailable(args.postgres)
+    if why is not None:
+        print(f"PostgreSQL not measured: {why}")
+    else:
         pg = measure("postgres", args.postgres, args.count)
         out.update({f"postgres_{k}": v for k, v in pg.items() if k in ("emails_per_s", "ratio")})
     print(json.dumps(out))
