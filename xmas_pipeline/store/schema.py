@@ -149,7 +149,7 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_email", "email"),
     sa.Index("ix_deliveries_provider_id", "provider_id"),  # provider webhooks name the message by it
     # The funnel's covering index: its per-step counts read this, in group order, not the wide rows
-    # (rendered messages). At 1M leads on SQLite 11 s -> 2.6 s, for ~70 bytes per ledger row.
+    # (rendered messages). At 1M leads on SQLite the funnel takes 4.5 s instead of 11 s, for ~70 bytes a row.
     sa.Index("ix_deliveries_funnel", "campaign", "step", "segment", "status", "due_at", "event"),
 )
 

@@ -170,3 +170,39 @@ def test_a_re_signup_moves_the_lead_to_its_new_segment_in_the_funnel(world):
     assert set(after["segment"]) == {"CRITICAL"} and after["enrolled"].sum() == 7
     with engine.connect() as conn:
         assert set(conn.execute(sa.select(deliveries.c.segment)).scalars()) == {"CRITICAL"}
+
+
+def test_leads_without_a_segment_are_one_row_per_step(world):
+    """A missing segment (NULL) and an empty one are the same "" row, not two rows with the same keys."""
+    from xmas_pipeline.store import funnel
+
+    _, settings_at = world
+    settings = settings_at(at(2026, 11, 5, 10, 0))
+    engine = engine_for(settings.database_url)
+    ctx = delivery_context(settings)
+    enroll_events(ctx, [signup(settings, "blank@example.com"), signup(settings, "null@example.com")])
+    with engine.begin() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.email == "blank@example.com").values(segment=""))
+        conn.execute(deliveries.update().where(deliveries.c.email == "null@example.com").values(segment=None))
+    steps = funnel.compute(engine, [JOURNEY], settings.clock.now()).steps
+    assert list(steps["segment"]) == [""] * 7 and list(steps["step"]) == list(range(1, 8))
+    assert list(steps["enrolled"]) == [2] * 7 and list(steps["sent"]) == [2] + [0] * 6
+
+
+def test_the_funnel_reads_its_covering_index_in_group_order(make_settings):
+    """At a million leads the per-step counts must stream ix_deliveries_funnel, not sort the ledger."""
+    from xmas_pipeline.store import funnel
+
+    settings = make_settings()
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan is checked on SQLite; Postgres picks its plan by table statistics")
+    captured: list[tuple[str, tuple]] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, params, *rest: captured.append((statement, params)))
+    funnel.compute(engine, [JOURNEY], dt.datetime(2026, 11, 5, tzinfo=dt.timezone.utc))
+    statement, params = next((s, p) for s, p in captured if "count(*) AS enrolled" in s)
+    with engine.connect() as conn:
+        rows = conn.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
+    plan = " | ".join(row[-1] for row in rows)
+    assert "COVERING INDEX ix_deliveries_funnel" in plan and "TEMP B-TREE" not in plan, plan
