@@ -95,6 +95,9 @@ Email 1 lands in the outbox within ~30 s. Ctrl-C stops everything.{use_home}
 """
 
 
+SUPERSEDED_DEV = "ignore:Function `dev_command` is superseded"
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import sqlalchemy as sa
 
@@ -116,6 +119,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         "DAGSTER_HOME": str(settings.dagster_home),
         "XMAS_HOME": str(settings.home),
         "XMAS_UNSUBSCRIBE_SECRET": settings.unsubscribe_secret,
+        # `dagster dev` warns on every start that `dg dev` supersedes it; we run plain dagster on purpose.
+        # Matched by message, so no module is imported to read the filter; the user's own filters stay.
+        "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), SUPERSEDED_DEV])),
     }
     bin_dir = Path(sys.executable).parent
     intake = [sys.executable, "-m", "uvicorn", "--factory", "xmas_pipeline.web.app:create_app",

@@ -78,4 +78,6 @@ def test_xmas_run_enrolls_a_signup_and_stops_everything_on_sigterm(tmp_path):
             proc.kill()
             raise
     assert proc.returncode == 0
+    output = proc.stdout.read()
+    assert "curl -sS -X POST" in output and "SupersessionWarning" not in output, output[-3000:]
     wait_for(lambda: processes_with(f"XMAS_HOME={home}") == [], 60, "every process `xmas run` started to stop")
