@@ -24,9 +24,9 @@ Three load regimes, because a ratio to ``bare`` means little without saying unde
    was not the bottleneck (server near 100%, wrk far below). Why 64 and not 16: our 202 waits for the
    group commit's fsync, so with 16 connections most of them are waiting on the disk and our CPU is
    not full (measured 2026-12-03: 4,138/s at 16, 6,416/s at 64; bare Starlette and the naive endpoint
-   are the same at both). A second wrk line at 16 connections is printed too. Durability under wrk: wrk drops the
-   answers still in flight when it stops, so the committed rows may exceed the 202s it counted by at
-   most one per connection; more than that, or fewer rows, fails the run.
+   are the same at both). A second wrk line at 16 connections is printed too. Durability under wrk:
+   wrk drops the answers still in flight when it stops, so the committed rows may exceed the 202s it
+   counted by at most one per connection; more than that, or fewer rows, fails the run.
 2. ``raw`` (the headline without wrk): raw HTTP/1.1 keep-alive on asyncio protocols with uvloop, 64
    connections, in a Python process of its own; also server-bound for our and the naive endpoint,
    though bare Starlette can approach the client's ceiling (read the loadgen CPU column).

@@ -8,8 +8,8 @@ per key, so the ceiling is 2 x 100 = 200 emails/s. SQLite (a file) always; Postg
 is reachable. The last line printed is JSON (SQLite's figures, plus ``postgres_*`` when measured).
 
 Measured on a quiet 2-core box (2026-12-03): 0.969 SQLite, 0.968 PostgreSQL (0.947 and 0.950 on a
-shared one, load ~2); the same bench on the per-row, unpipelined path gave 0.865 and 0.818. What is left is fixed cost: ``prepare`` and the first
-batch, which goes alone before the pipeline starts.
+shared one, load ~2); the same bench on the per-row, unpipelined path gave 0.865 and 0.818. What is
+left is fixed cost: ``prepare`` and the first batch, which goes alone before the pipeline starts.
 
     .venv/bin/python bench/send.py [N] [--postgres URL|none]   (default: bench_send on 127.0.0.1:5432)
 """

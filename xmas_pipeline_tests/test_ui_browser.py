@@ -233,14 +233,14 @@ def check_campaign_funnel(ui: UI, stack: Stack) -> None:
     assert ui.metadata("skipped") == "0"
     assert "approximate" in ui.metadata("about_opens")
     ui.shot("campaign_funnel_totals")
-    # The table opens in a dialog, taller than the window: a taller window shows it whole in the screenshot. Email 2 x URGENT: Omar's sent, Dev's late (enrolled, due, sent, delivered,
+    # The table opens in a dialog. Email 2 x URGENT: Omar's sent, Dev's late (enrolled, due, sent, delivered,
     # opened, clicked, skipped, late).
     ui.page.locator("tr").filter(has=ui.page.get_by_text("funnel", exact=True)).first.get_by_text("Show Markdown").click()
     dialog = ui.page.get_by_role("dialog")
     dialog.get_by_text("booked call").first.wait_for(timeout=PAGE_TIMEOUT_MS)
     table = " ".join(dialog.inner_text().split())
     assert "Christmas 2026 email 2 URGENT 2 2 1 0 0 0 0 1" in table, table
-    ui.page.set_viewport_size({"width": 1400, "height": 1400})
+    ui.page.set_viewport_size({"width": 1400, "height": 1400})  # the dialog is taller than the window
     ui.shot("campaign_funnel")
 
 

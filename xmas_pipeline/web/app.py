@@ -127,12 +127,19 @@ async def read_body(request: Request, limit: int = MAX_BODY, declared: str | Non
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def json_body(request: Request) -> bytes | Response:
-    """A JSON webhook's raw body, or the answer refusing it: 415 not JSON, 413 too large, 400 cut off."""
-    if not is_json(request.headers.get("content-type")):
+async def json_body(request: Request, headers: dict[str, str] | None = None) -> bytes | Response:
+    """A JSON webhook's raw body, or the answer refusing it: 415 not JSON, 413 too large, 400 cut off.
+
+    ``headers``: the request's headers already picked (``pick_headers``), so the hot path reads them once.
+    """
+    if headers is None:
+        content_type, declared = request.headers.get("content-type"), None
+    else:
+        content_type, declared = headers.get("content-type"), headers.get("content-length", "")
+    if not is_json(content_type):
         return not_json()
     try:
-        return await read_body(request)
+        return await read_body(request, declared=declared)
     except BodyTooLarge:
         return too_large()
     except ClientDisconnect:
@@ -269,14 +276,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Returns an error response, or (headers, raw body, caller key, header errors so far).
         """
         headers = pick_headers(request, SIGNUP_HEADERS)
-        if not is_json(headers.get("content-type")):
-            return not_json()
-        try:
-            body = await read_body(request, declared=headers.get("content-length", ""))
-        except BodyTooLarge:
-            return too_large()
-        except ClientDisconnect:
-            return Response(status_code=400)
+        body = await json_body(request, headers)
+        if isinstance(body, Response):
+            return body
         if signup_verifiers:
             failure = verify_signature(signup_verifiers, body, headers)
             if failure is not None:
